@@ -1,0 +1,157 @@
+//! The block cache (shared by every table, bounded in bytes) and the table cache (bounded in
+//! open tables), both on `quick_cache`'s sharded CLOCK-Pro caches.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::sst::Table;
+use crate::Result;
+
+/// Identifies a data block: the database (caches can be shared), the file, the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct BlockKey {
+    pub cache_id: u64,
+    pub file: u64,
+    pub offset: u64,
+}
+
+#[derive(Clone)]
+struct BlockWeighter;
+
+impl quick_cache::Weighter<BlockKey, Bytes> for BlockWeighter {
+    fn weight(&self, _k: &BlockKey, v: &Bytes) -> u64 {
+        // Count the key and bookkeeping too, so a cache of tiny blocks stays bounded.
+        v.len() as u64 + 64
+    }
+}
+
+struct BlockCacheInner {
+    cache: quick_cache::sync::Cache<BlockKey, Bytes, BlockWeighter>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A cache of decompressed data blocks, bounded in bytes. Cloning shares it, so several databases
+/// can draw on one memory budget.
+#[derive(Clone)]
+pub struct BlockCache(Arc<BlockCacheInner>);
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("capacity", &self.capacity())
+            .field("usage", &self.usage())
+            .finish()
+    }
+}
+
+impl BlockCache {
+    /// A cache holding up to `capacity_bytes` of blocks.
+    pub fn new(capacity_bytes: usize) -> Self {
+        let items = (capacity_bytes / 4096).max(16);
+        BlockCache(Arc::new(BlockCacheInner {
+            cache: quick_cache::sync::Cache::with_weighter(
+                items,
+                capacity_bytes.max(1) as u64,
+                BlockWeighter,
+            ),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn get(&self, k: &BlockKey) -> Option<Bytes> {
+        let r = self.0.cache.get(k);
+        let c = if r.is_some() {
+            &self.0.hits
+        } else {
+            &self.0.misses
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    pub(crate) fn insert(&self, k: BlockKey, v: Bytes) {
+        self.0.cache.insert(k, v);
+    }
+
+    /// Lookups that found their block.
+    pub fn hits(&self) -> u64 {
+        self.0.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that had to read the file.
+    pub fn misses(&self) -> u64 {
+        self.0.misses.load(Ordering::Relaxed)
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.0.cache.capacity()
+    }
+
+    /// Bytes currently held.
+    pub fn usage(&self) -> u64 {
+        self.0.cache.weight()
+    }
+}
+
+/// Open table readers by file number, bounded in count. Evicting one only drops its memory map;
+/// readers holding the `Arc` keep using it.
+pub(crate) struct TableCache {
+    dir: PathBuf,
+    cache: quick_cache::sync::Cache<u64, Arc<Table>>,
+    blocks: BlockCache,
+    cache_id: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl TableCache {
+    pub(crate) fn new(dir: PathBuf, capacity: usize, blocks: BlockCache, cache_id: u64) -> Self {
+        TableCache {
+            dir,
+            cache: quick_cache::sync::Cache::new(capacity),
+            blocks,
+            cache_id,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self, number: u64) -> Result<Arc<Table>> {
+        if let Some(t) = self.cache.get(&number) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(t);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let path = crate::fsutil::sst_path(&self.dir, number);
+        let t = Arc::new(Table::open(
+            &path,
+            number,
+            self.blocks.clone(),
+            self.cache_id,
+        )?);
+        self.cache.insert(number, t.clone());
+        Ok(t)
+    }
+
+    pub(crate) fn evict(&self, number: u64) {
+        self.cache.remove(&number);
+    }
+
+    pub(crate) fn blocks(&self) -> &BlockCache {
+        &self.blocks
+    }
+
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}

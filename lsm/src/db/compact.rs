@@ -1,0 +1,230 @@
+//! Running compactions: the background thread, manual `compact_range`, and the merge itself.
+
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{lock, Inner};
+use crate::compaction::leveled::{self, Compaction};
+use crate::compaction::outputs::Outputs;
+use crate::compaction::Gc;
+use crate::iter::merge::MergeIter;
+use crate::iter::sources::{LevelSource, TableSource};
+use crate::iter::Source;
+use crate::manifest::VersionEdit;
+use crate::{fsutil, Error, Result};
+
+impl Inner {
+    fn shutting_down(&self) -> bool {
+        lock(&self.bg).shutdown
+    }
+
+    /// Merges the inputs of `c` into new tables of its output level and installs the result.
+    pub(crate) fn run_compaction(&self, c: &Compaction) -> Result<()> {
+        let mut edit = VersionEdit::default();
+        for f in &c.inputs {
+            edit.deleted.push((c.level, f.meta.number));
+        }
+        for f in &c.next {
+            edit.deleted.push((c.output_level, f.meta.number));
+        }
+        if c.is_trivial_move() {
+            edit.added.push((c.output_level, c.inputs[0].meta.clone()));
+            let mut vs = lock(&self.versions);
+            self.install(&mut vs, edit, None)?;
+            vs.pointers[c.level] = c.inputs[0].meta.largest_user().to_vec();
+            self.stats.trivial_moves.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let version = self.sv.load().version.clone();
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        let mut read_bytes = 0u64;
+        if c.level == 0 {
+            for f in &c.inputs {
+                let t = self.tables.get(f.meta.number)?;
+                sources.push(Box::new(TableSource::new(t, None, false, false)?));
+            }
+        } else {
+            sources.push(Box::new(LevelSource::new(
+                c.inputs.clone(),
+                self.tables.clone(),
+                None,
+                false,
+                false,
+            )?));
+        }
+        if !c.next.is_empty() {
+            sources.push(Box::new(LevelSource::new(
+                c.next.clone(),
+                self.tables.clone(),
+                None,
+                false,
+                false,
+            )?));
+        }
+        for f in c.inputs.iter().chain(c.next.iter()) {
+            read_bytes += f.meta.size;
+        }
+        let mut merge = MergeIter::new(sources, false);
+        let mut gc = Gc::new(self.smallest_snapshot(), self.opts.clock.now_millis(), true);
+        let mut out = Outputs::new(self.opts.target_file_size, || {
+            let mut vs = lock(&self.versions);
+            self.new_table(&mut vs)
+        });
+        let merged = (|| {
+            let mut n = 0u64;
+            while merge.valid() {
+                n += 1;
+                if n % 4096 == 0 && self.shutting_down() {
+                    return Err(Error::Closed);
+                }
+                let (k, v) = (merge.key(), merge.value_bytes());
+                if gc.keep(k, &v, |uk| version.is_bottom_for(c.output_level, uk)) {
+                    out.add(k, &v)?;
+                }
+                merge.advance()?;
+            }
+            Ok(())
+        })();
+        let started = out.started();
+        let outputs = match merged {
+            Ok(()) => out.finish(),
+            Err(e) => Err(e),
+        };
+        let cleanup = |nums: &[u64]| {
+            for n in nums {
+                let _ = std::fs::remove_file(fsutil::sst_path(&self.dir, *n));
+            }
+        };
+        let (metas, written) = match outputs {
+            Ok(x) => x,
+            Err(e) => {
+                cleanup(&started);
+                return Err(e);
+            }
+        };
+        let numbers: Vec<u64> = metas.iter().map(|m| m.number).collect();
+        for m in metas {
+            edit.added.push((c.output_level, m));
+        }
+        let mut vs = lock(&self.versions);
+        if let Err(e) = self.install(&mut vs, edit, None) {
+            drop(vs);
+            cleanup(&numbers);
+            return Err(e);
+        }
+        if let Some(last) = c.inputs.iter().map(|f| f.meta.largest_user()).max() {
+            vs.pointers[c.level] = last.to_vec();
+        }
+        drop(vs);
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .compaction_bytes_read
+            .fetch_add(read_bytes, Ordering::Relaxed);
+        self.stats
+            .compaction_bytes_written
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Pushes everything overlapping `[lo, hi]` down to the deepest level holding data.
+    pub(crate) fn compact_range(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Result<()> {
+        let _g = lock(&self.compaction_lock);
+        let in_range = |f: &crate::version::TableFile| {
+            let above_lo = match &lo {
+                Bound::Included(l) => f.meta.largest_user() >= l.as_slice(),
+                Bound::Excluded(l) => f.meta.largest_user() > l.as_slice(),
+                Bound::Unbounded => true,
+            };
+            let below_hi = match &hi {
+                Bound::Included(h) => f.meta.smallest_user() <= h.as_slice(),
+                Bound::Excluded(h) => f.meta.smallest_user() < h.as_slice(),
+                Bound::Unbounded => true,
+            };
+            above_lo && below_hi
+        };
+        let deepest = {
+            let v = self.sv.load().version.clone();
+            (0..v.levels.len())
+                .rev()
+                .find(|&l| !v.levels[l].is_empty())
+                .unwrap_or(0)
+        };
+        for level in 0..deepest.max(1) {
+            if let Some(e) = self.bg_error() {
+                return Err(e);
+            }
+            let v = self.sv.load().version.clone();
+            let inputs: Vec<_> = if level == 0 {
+                if v.levels[0].iter().any(|f| in_range(f)) {
+                    v.levels[0].clone()
+                } else {
+                    Vec::new()
+                }
+            } else {
+                v.levels[level]
+                    .iter()
+                    .filter(|f| in_range(f))
+                    .cloned()
+                    .collect()
+            };
+            if inputs.is_empty() {
+                continue;
+            }
+            let (a, b) = leveled::user_range(inputs.iter());
+            let next = v.overlapping(level + 1, &a, &b);
+            let c = Compaction {
+                level,
+                output_level: level + 1,
+                inputs,
+                next,
+                allow_move: false,
+            };
+            if let Err(e) = self.run_compaction(&c) {
+                if !matches!(e, Error::Closed) {
+                    self.set_bg_error(e.clone());
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The compaction thread: runs picked compactions while any level is over target.
+pub(crate) fn compaction_loop(inner: Arc<Inner>) {
+    loop {
+        {
+            let mut bg = lock(&inner.bg);
+            while !bg.shutdown && (!bg.compaction_requested || bg.error.is_some()) {
+                bg = inner.bg_cv.wait(bg).unwrap_or_else(|p| p.into_inner());
+            }
+            if bg.shutdown {
+                return;
+            }
+            bg.compaction_requested = false;
+        }
+        loop {
+            let _g = lock(&inner.compaction_lock);
+            if inner.shutting_down() || inner.bg_error().is_some() {
+                break;
+            }
+            let picked = {
+                let vs = lock(&inner.versions);
+                leveled::pick(&inner.sv.load().version, &inner.opts, &vs.pointers)
+            };
+            let Some(c) = picked else { break };
+            match inner.run_compaction(&c) {
+                Ok(()) => {
+                    let _bg = lock(&inner.bg);
+                    inner.bg_cv.notify_all();
+                }
+                Err(Error::Closed) => return,
+                Err(e) => {
+                    inner.set_bg_error(e);
+                    break;
+                }
+            }
+        }
+    }
+}

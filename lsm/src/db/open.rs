@@ -1,0 +1,323 @@
+//! Opening a database: lock, manifest replay, WAL replay, cleanup, background threads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::write::{Queue, WriteState};
+use super::{BgState, Inner, RecoveryReport, SuperVersion, VersionSet};
+use crate::batch;
+use crate::cache::{BlockCache, TableCache};
+use crate::error::IoContext;
+use crate::fsutil::{self, DirLock};
+use crate::manifest::{self, ManifestWriter, VersionEdit};
+use crate::memtable::Memtable;
+use crate::sst::TableBuilder;
+use crate::stats::Counters;
+use crate::version::{FileMeta, Version};
+use crate::wal::{self, WalWriter};
+use crate::{Error, Options, Result};
+
+/// Distinguishes databases that share a block cache.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
+const FILE_NUMBER_RESERVATION: u64 = 1000;
+
+struct Recovered {
+    levels: Vec<BTreeMap<u64, FileMeta>>,
+    next_file: u64,
+    log_number: u64,
+    last_seq: u64,
+    manifest_number: Option<u64>,
+}
+
+fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> Result<Recovered> {
+    let mut r = Recovered {
+        levels: vec![BTreeMap::new(); opts.num_levels],
+        next_file: 1,
+        log_number: 0,
+        last_seq: 0,
+        manifest_number: None,
+    };
+    let Some(rep) = manifest::replay(dir)? else {
+        let stray = std::fs::read_dir(dir)
+            .ctx(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                fsutil::parse_sst_name(&n).is_some() || manifest::parse_manifest_name(&n).is_some()
+            });
+        if stray {
+            return Err(Error::corruption(
+                dir.join("CURRENT"),
+                "missing, but tables or manifests exist",
+            ));
+        }
+        if !opts.create_if_missing {
+            return Err(Error::InvalidArgument(format!(
+                "no database at {}",
+                dir.display()
+            )));
+        }
+        return Ok(r);
+    };
+    if opts.error_if_exists {
+        return Err(Error::InvalidArgument(format!(
+            "database exists at {}",
+            dir.display()
+        )));
+    }
+    let mpath = manifest::manifest_path(dir, rep.manifest_number);
+    report.manifest_bytes_dropped = rep.dropped_bytes;
+    for e in &rep.edits {
+        r.log_number = r.log_number.max(e.log_number.unwrap_or(0));
+        r.next_file = r.next_file.max(e.next_file_number.unwrap_or(0));
+        r.last_seq = r.last_seq.max(e.last_seq.unwrap_or(0));
+        for (level, number) in &e.deleted {
+            if let Some(l) = r.levels.get_mut(*level) {
+                l.remove(number);
+            }
+        }
+        for (level, m) in &e.added {
+            let l = r.levels.get_mut(*level).ok_or_else(|| {
+                Error::corruption(
+                    &mpath,
+                    format!("table {} at level {level} beyond num_levels", m.number),
+                )
+            })?;
+            l.insert(m.number, m.clone());
+        }
+    }
+    r.manifest_number = Some(rep.manifest_number);
+    Ok(r)
+}
+
+/// Replays WAL segments from `log_number` on into `mem`, stopping at the first damage.
+fn replay_wal(
+    dir: &Path,
+    log_number: u64,
+    mem: &Memtable,
+    last_seq: &mut u64,
+    report: &mut RecoveryReport,
+) -> Result<Vec<u64>> {
+    let mut segments: Vec<u64> = std::fs::read_dir(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| wal::parse_segment_name(&e.ok()?.file_name().to_string_lossy()))
+        .collect();
+    segments.sort_unstable();
+    let mut stopped = false;
+    for &n in &segments {
+        let path = wal::segment_path(dir, n);
+        if n < log_number {
+            continue;
+        }
+        if stopped {
+            // Never replay past damage: a later segment holds writes acknowledged after the lost
+            // ones. Keep it aside for inspection instead of deleting it.
+            keep_aside(&path, report)?;
+            continue;
+        }
+        let r = wal::replay_segment(&path, |seq, rep| {
+            let ops = batch::decode_ops(rep)?;
+            for op in ops {
+                mem.insert(op.key, seq, op.kind, op.value);
+            }
+            *last_seq = (*last_seq).max(seq);
+            Some(())
+        })?;
+        report.wal_segments += 1;
+        report.wal_records_replayed += r.records;
+        report.wal_bytes_dropped += r.dropped;
+        if r.dropped > 0 {
+            tracing::warn!(segment = %path.display(), dropped_bytes = r.dropped, torn_tail = r.torn_tail, "WAL replay stopped at damaged record");
+            stopped = true;
+            if !r.torn_tail {
+                keep_aside(&path, report)?;
+                report.wal_damaged_segment = Some(path.with_extension("wal.corrupt"));
+            }
+        }
+    }
+    Ok(segments)
+}
+
+fn keep_aside(path: &Path, _report: &mut RecoveryReport) -> Result<()> {
+    let to = path.with_extension("wal.corrupt");
+    std::fs::rename(path, &to).ctx(|| format!("renaming {}", path.display()))
+}
+
+pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
+    opts.validate()?;
+    if !dir.exists() {
+        if !opts.create_if_missing {
+            return Err(Error::InvalidArgument(format!(
+                "no database at {}",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    }
+    let dir_lock = DirLock::acquire(dir)?;
+    let mut report = RecoveryReport::default();
+    let mut rec = replay_manifest(dir, &opts, &mut report)?;
+
+    let blocks = opts
+        .block_cache
+        .clone()
+        .unwrap_or_else(|| BlockCache::new(opts.block_cache_bytes));
+    let cache_id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
+    let tables = Arc::new(TableCache::new(
+        dir.to_path_buf(),
+        opts.max_open_tables,
+        blocks,
+        cache_id,
+    ));
+
+    // Every table the manifest names must be there, whole.
+    for m in rec.levels.iter().flat_map(|l| l.values()) {
+        let p = fsutil::sst_path(dir, m.number);
+        match std::fs::metadata(&p) {
+            Ok(md) if md.len() == m.size => {}
+            Ok(md) => {
+                return Err(Error::corruption(
+                    &p,
+                    format!("size {} but the manifest says {}", md.len(), m.size),
+                ))
+            }
+            Err(_) => {
+                return Err(Error::corruption(
+                    &p,
+                    "table named by the manifest is missing",
+                ))
+            }
+        }
+    }
+
+    let mut next_file = rec.next_file;
+    let mut alloc = || {
+        let n = next_file;
+        next_file += 1;
+        n
+    };
+    let mem = Memtable::new(0);
+    let mut last_seq = rec.last_seq;
+    let wal_segments = replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
+    if !mem.is_empty() {
+        // Turn the replayed writes into an L0 table now, so the old segments can go.
+        let number = alloc();
+        let b = TableBuilder::create(
+            &fsutil::sst_path(dir, number),
+            opts.block_size,
+            opts.block_restart_interval,
+            opts.compression,
+            opts.bloom_fp_rate,
+        )?;
+        let meta = super::flush::build_table(&Arc::new(mem), last_seq, number, b)?;
+        rec.levels[0].insert(number, meta);
+    }
+    for m in rec.levels.iter().flat_map(|l| l.values()) {
+        last_seq = last_seq.max(m.max_seq);
+    }
+    let wal_number = if opts.wal { alloc() } else { 0 };
+    let manifest_number = alloc();
+    let reserved = next_file + FILE_NUMBER_RESERVATION;
+
+    let mut base = VersionEdit {
+        log_number: Some(wal_number),
+        next_file_number: Some(reserved),
+        last_seq: Some(last_seq),
+        ..Default::default()
+    };
+    for (level, l) in rec.levels.iter().enumerate() {
+        for m in l.values() {
+            base.added.push((level, m.clone()));
+        }
+    }
+    let wal = if opts.wal {
+        Some(WalWriter::create(dir, wal_number)?)
+    } else {
+        None
+    };
+    let manifest = ManifestWriter::create(dir, manifest_number, &base)?;
+
+    let (version, _) = Version::new(opts.num_levels).apply(&base, |m| {
+        Arc::new(crate::version::TableFile::new(
+            m.clone(),
+            fsutil::sst_path(dir, m.number),
+            tables.clone(),
+        ))
+    });
+    version
+        .check_disjoint()
+        .map_err(|d| Error::corruption(manifest::manifest_path(dir, manifest_number), d))?;
+
+    // Everything not referenced now is garbage from an earlier run or an interrupted operation.
+    let live: std::collections::HashSet<u64> = base.added.iter().map(|(_, m)| m.number).collect();
+    for e in std::fs::read_dir(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let obsolete = match () {
+            _ if fsutil::parse_sst_name(&name).is_some_and(|n| !live.contains(&n)) => {
+                report.orphan_files_deleted += 1;
+                true
+            }
+            _ if wal::parse_segment_name(&name).is_some_and(|n| n != wal_number) => true,
+            _ if manifest::parse_manifest_name(&name).is_some_and(|n| n != manifest_number) => true,
+            _ => name.ends_with(".tmp"),
+        };
+        if obsolete {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = (wal_segments, rec.manifest_number);
+
+    let pending = crate::compaction::leveled::pending_bytes(&version, &opts);
+    let num_levels = opts.num_levels;
+    let inner = Arc::new(Inner {
+        dir: dir.to_path_buf(),
+        tables,
+        sv: ArcSwap::from_pointee(SuperVersion {
+            mem: Arc::new(Memtable::new(wal_number)),
+            imms: Vec::new(),
+            version: Arc::new(version),
+        }),
+        visible_seq: AtomicU64::new(last_seq),
+        versions: Mutex::new(VersionSet {
+            manifest,
+            next_file,
+            reserved,
+            log_number: wal_number,
+            pointers: vec![Vec::new(); num_levels],
+        }),
+        queue: Queue::new(WriteState { wal, last_seq }),
+        bg: Mutex::new(BgState::default()),
+        bg_cv: Condvar::new(),
+        compaction_lock: Mutex::new(()),
+        snapshots: Mutex::new(BTreeMap::new()),
+        stats: Counters::default(),
+        recovery: report,
+        closed: AtomicBool::new(false),
+        threads: Mutex::new(Vec::new()),
+        _lock: dir_lock,
+        opts,
+    });
+    inner
+        .stats
+        .pending_compaction_bytes
+        .store(pending, Ordering::Relaxed);
+    let spawn = |name: &str, f: fn(Arc<Inner>)| {
+        let i = inner.clone();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || f(i))
+            .ctx(|| format!("spawning {name} thread"))
+    };
+    let flush = spawn("lsm-flush", super::flush::flush_loop)?;
+    let compact = spawn("lsm-compact", super::compact::compaction_loop)?;
+    super::lock(&inner.threads).extend([flush, compact]);
+    inner.request_compaction();
+    Ok(inner)
+}

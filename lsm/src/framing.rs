@@ -1,0 +1,135 @@
+//! Record framing shared by the WAL and the manifest (format version 1).
+//!
+//! ```text
+//! record := len u32 LE | crc u32 LE | payload[len]
+//! crc    := crc32(len bytes ++ payload)      -- covers the length, so a flipped length is caught
+//! ```
+//! A reader stops at the first record that is truncated, has a bad checksum, or has length zero
+//! (a zero-filled tail), and reports how many bytes it did not replay. It never skips a bad record
+//! to read what follows: a write acknowledged after a lost one must not reappear without it.
+
+pub(crate) const HEADER_LEN: usize = 8;
+
+/// Appends one framed record to `out`.
+pub(crate) fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(payload);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Why a record stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Every byte was a valid record.
+    Clean,
+    /// The stream ended inside a record, on a zero length, or on a bad checksum at this offset.
+    Damaged { offset: usize },
+}
+
+/// Iterates the valid records of `buf` in order.
+pub(crate) struct Records<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: Option<End>,
+}
+
+impl<'a> Records<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Records {
+            buf,
+            pos: 0,
+            end: None,
+        }
+    }
+
+    /// How the stream ended; `None` until iteration is finished.
+    pub(crate) fn end(&self) -> Option<End> {
+        self.end
+    }
+
+    /// Bytes after the last valid record.
+    #[cfg(test)]
+    pub(crate) fn dropped_bytes(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.end.is_some() {
+            return None;
+        }
+        let rest = &self.buf[self.pos..];
+        if rest.is_empty() {
+            self.end = Some(End::Clean);
+            return None;
+        }
+        let damaged = Some(End::Damaged { offset: self.pos });
+        let (Some(len), Some(crc)) = (
+            crate::coding::u32_at(rest, 0),
+            crate::coding::u32_at(rest, 4),
+        ) else {
+            self.end = damaged;
+            return None;
+        };
+        let len = len as usize;
+        if len == 0 || rest.len() - HEADER_LEN < len {
+            self.end = damaged;
+            return None;
+        }
+        let payload = &rest[HEADER_LEN..HEADER_LEN + len];
+        let mut h = crc32fast::Hasher::new();
+        h.update(&rest[0..4]);
+        h.update(payload);
+        if h.finalize() != crc {
+            self.end = damaged;
+            return None;
+        }
+        self.pos += HEADER_LEN + len;
+        Some(payload)
+    }
+}
+
+/// True when damage found at `offset` can only be an interrupted final append: the record there
+/// runs past the end of the file, or everything from there on is zero. Anything else (a bad
+/// checksum with more data after it) is corruption of acknowledged data.
+pub(crate) fn is_torn_tail(buf: &[u8], offset: usize) -> bool {
+    let rest = &buf[offset..];
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    match crate::coding::u32_at(rest, 0) {
+        None => true,
+        Some(len) => HEADER_LEN + len as usize >= rest.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_at_first_damage() {
+        let mut b = Vec::new();
+        frame(&mut b, b"one");
+        frame(&mut b, b"two");
+        let first = HEADER_LEN + 3;
+        frame(&mut b, b"three");
+        let mut flipped = b.clone();
+        flipped[first + HEADER_LEN] ^= 1;
+        let mut r = Records::new(&flipped);
+        assert_eq!(r.next(), Some(&b"one"[..]));
+        assert_eq!(r.next(), None);
+        assert_eq!(r.end(), Some(End::Damaged { offset: first }));
+        // A truncated tail ends the stream at the last whole record.
+        let mut r = Records::new(&b[..b.len() - 1]);
+        assert_eq!(r.by_ref().count(), 2);
+        assert_eq!(r.dropped_bytes(), HEADER_LEN + 4);
+    }
+}

@@ -1,0 +1,230 @@
+//! Reads a table file through a memory map (layout in `sst/mod.rs`).
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::block::{self, DecodedBlock};
+use super::filter::Filter;
+use super::props::Properties;
+use super::{BlockHandle, BLOCK_TRAILER_LEN, COMPRESSION_LZ4, COMPRESSION_NONE, FOOTER_LEN};
+use crate::cache::{BlockCache, BlockKey};
+use crate::coding::{u32_at, u64_at, Reader};
+use crate::error::IoContext;
+use crate::key::cmp_internal;
+use crate::{Error, Result};
+
+struct IndexEntry {
+    last_key: Bytes,
+    handle: BlockHandle,
+}
+
+/// An open, verified table: footer, index, filter and properties are parsed at open; data blocks
+/// are read on demand through the block cache.
+pub struct Table {
+    number: u64,
+    path: PathBuf,
+    file: Bytes,
+    index: Vec<IndexEntry>,
+    filter: Option<Filter>,
+    props: Properties,
+    cache: BlockCache,
+    cache_id: u64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("number", &self.number)
+            .field("path", &self.path)
+            .field("blocks", &self.index.len())
+            .finish()
+    }
+}
+
+impl Table {
+    /// Maps and validates the table at `path`. `cache_id` distinguishes databases sharing `cache`.
+    pub fn open(path: &Path, number: u64, cache: BlockCache, cache_id: u64) -> Result<Table> {
+        let f = std::fs::File::open(path).ctx(|| format!("opening table {}", path.display()))?;
+        let len = f
+            .metadata()
+            .ctx(|| format!("reading metadata of {}", path.display()))?
+            .len();
+        let corrupt = |d: &str| Error::corruption(path, d.to_string());
+        if (len as usize) < FOOTER_LEN {
+            return Err(corrupt("file shorter than the footer"));
+        }
+        // SAFETY: tables are immutable once written and never modified in place; the map is
+        // read-only. Truncation by another process is outside the engine's contract.
+        let map =
+            unsafe { memmap2::Mmap::map(&f) }.ctx(|| format!("mapping {}", path.display()))?;
+        let file = Bytes::from_owner(map);
+        let mut footer = [0u8; FOOTER_LEN];
+        footer.copy_from_slice(&file[file.len() - FOOTER_LEN..]);
+        let footer = &footer[..];
+        if u64_at(footer, 56) != Some(super::MAGIC) {
+            return Err(corrupt("bad magic number"));
+        }
+        if u32_at(footer, 52) != Some(crc32fast::hash(&footer[..52])) {
+            return Err(corrupt("footer checksum mismatch"));
+        }
+        let version = u32_at(footer, 48).unwrap_or(0);
+        if version != super::FORMAT_VERSION {
+            return Err(corrupt(&format!("unsupported format version {version}")));
+        }
+        let handle = |i: usize| BlockHandle {
+            offset: u64_at(footer, i * 16).unwrap_or(u64::MAX),
+            size: u64_at(footer, i * 16 + 8).unwrap_or(u64::MAX),
+        };
+        let mut t = Table {
+            number,
+            path: path.to_path_buf(),
+            file,
+            index: Vec::new(),
+            filter: None,
+            props: Properties::default(),
+            cache,
+            cache_id,
+        };
+        let fb = t.read_raw(handle(0))?;
+        t.filter = Some(Filter::parse(&fb).ok_or_else(|| corrupt("malformed filter block"))?);
+        let ib = t.read_raw(handle(1))?;
+        t.index = parse_index(&ib).ok_or_else(|| corrupt("malformed index block"))?;
+        let pb = t.read_raw(handle(2))?;
+        t.props = Properties::decode(&pb).ok_or_else(|| corrupt("malformed properties block"))?;
+        if t.index.is_empty() {
+            return Err(corrupt("table has no data blocks"));
+        }
+        Ok(t)
+    }
+
+    /// The table's file number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The table's properties.
+    pub fn properties(&self) -> &Properties {
+        &self.props
+    }
+
+    /// Number of data blocks.
+    pub fn data_blocks(&self) -> usize {
+        self.index.len()
+    }
+
+    /// False when the filter proves the user key (by `filter_hash`) is absent.
+    #[inline]
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.may_contain(hash))
+    }
+
+    /// Verifies a block's checksum and returns its decompressed payload.
+    fn read_raw(&self, h: BlockHandle) -> Result<Bytes> {
+        let corrupt = |d: String| Error::corruption(&self.path, d);
+        let start = usize::try_from(h.offset).map_err(|_| corrupt("bad block offset".into()))?;
+        let size = usize::try_from(h.size).map_err(|_| corrupt("bad block size".into()))?;
+        let end = start
+            .checked_add(size)
+            .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN))
+            .filter(|&e| e <= self.file.len() - FOOTER_LEN)
+            .ok_or_else(|| corrupt(format!("block at {start}+{size} outside the file")))?;
+        let payload = &self.file[start..start + size];
+        let kind = self.file[start + size];
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(payload);
+        crc.update(&[kind]);
+        if u32_at(&self.file, end - 4) != Some(crc.finalize()) {
+            return Err(corrupt(format!("checksum mismatch in block at {start}")));
+        }
+        match kind {
+            COMPRESSION_NONE => Ok(self.file.slice(start..start + size)),
+            COMPRESSION_LZ4 => {
+                let n =
+                    u32_at(payload, 0).ok_or_else(|| corrupt("short lz4 block".into()))? as usize;
+                if n > super::MAX_BLOCK_LEN {
+                    return Err(corrupt(format!("lz4 block claims {n} bytes")));
+                }
+                let mut out = vec![0u8; n];
+                match lz4_flex::block::decompress_into(&payload[4..], &mut out) {
+                    Ok(m) if m == n => Ok(Bytes::from(out)),
+                    _ => Err(corrupt(format!("lz4 block at {start} does not decompress"))),
+                }
+            }
+            k => Err(corrupt(format!("unknown compression {k} at {start}"))),
+        }
+    }
+
+    /// Data block `i`, through the block cache (filled only when `fill_cache`).
+    pub(crate) fn block(&self, i: usize, fill_cache: bool) -> Result<Bytes> {
+        let h = self.index[i].handle;
+        let key = BlockKey {
+            cache_id: self.cache_id,
+            file: self.number,
+            offset: h.offset,
+        };
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(b);
+        }
+        let b = self.read_raw(h)?;
+        if fill_cache {
+            self.cache.insert(key, b.clone());
+        }
+        Ok(b)
+    }
+
+    /// Decoded data block `i`, for iteration.
+    pub(crate) fn decoded_block(&self, i: usize, fill_cache: bool) -> Result<DecodedBlock> {
+        let b = self.block(i, fill_cache)?;
+        DecodedBlock::decode(b)
+            .ok_or_else(|| Error::corruption(&self.path, format!("malformed data block {i}")))
+    }
+
+    /// Index of the first data block whose last key is `>= target` (`data_blocks()` if none).
+    pub(crate) fn find_block(&self, target: &[u8]) -> usize {
+        self.index
+            .partition_point(|e| cmp_internal(&e.last_key, target) == Ordering::Less)
+    }
+
+    /// The first entry with internal key `>= seek_key` if it belongs to the same user key:
+    /// returns its internal key and value. The caller has already consulted the filter.
+    pub fn get(&self, user_key: &[u8], seek_key: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>> {
+        let i = self.find_block(seek_key);
+        if i >= self.index.len() {
+            return Ok(None);
+        }
+        let b = self.block(i, true)?;
+        let found = block::seek(&b, seek_key)
+            .map_err(|_| Error::corruption(&self.path, format!("malformed data block {i}")))?;
+        Ok(found.filter(|(k, _)| crate::key::user_key(k) == user_key))
+    }
+
+    /// Visits every entry in order (used by tools and tests; reads bypass the cache).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        for i in 0..self.index.len() {
+            let d = self.decoded_block(i, false)?;
+            for j in 0..d.len() {
+                f(d.key(j), d.value(j));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_index(b: &Bytes) -> Option<Vec<IndexEntry>> {
+    let d = DecodedBlock::decode(b.clone())?;
+    let mut out = Vec::with_capacity(d.len());
+    for i in 0..d.len() {
+        let mut r = Reader::new(d.value(i));
+        let handle = BlockHandle {
+            offset: r.varint()?,
+            size: r.varint()?,
+        };
+        out.push(IndexEntry {
+            last_key: d.key_bytes(i),
+            handle,
+        });
+    }
+    Some(out)
+}
