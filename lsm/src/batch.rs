@@ -184,10 +184,13 @@ impl WriteBatch {
     }
 }
 
+/// An encoded operation: op byte, key, value (none for deletes).
+type RawOp<'a> = (u8, &'a [u8], Option<&'a [u8]>);
+
 struct RawOps<'a>(Reader<'a>);
 
 impl<'a> Iterator for RawOps<'a> {
-    type Item = Option<(u8, &'a [u8], Option<&'a [u8]>)>;
+    type Item = Option<RawOp<'a>>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {
             return None;
@@ -196,7 +199,7 @@ impl<'a> Iterator for RawOps<'a> {
     }
 }
 
-fn decode_raw<'a>(r: &mut Reader<'a>) -> Option<(u8, &'a [u8], Option<&'a [u8]>)> {
+fn decode_raw<'a>(r: &mut Reader<'a>) -> Option<RawOp<'a>> {
     let op = r.u8()?;
     let key = r.bytes()?;
     let value = if op == OP_DELETE {

@@ -56,6 +56,7 @@ mod fsutil;
 mod iter;
 mod key;
 mod manifest;
+mod memfilter;
 pub mod memtable;
 mod options;
 pub mod sst;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 
 use crate::key::{self, ValueKind, SEEK_KIND};
+use crate::memfilter::MemFilter;
 
 /// Fixed per-entry overhead counted against the memtable's budget (skip-list node and tower).
 const ENTRY_OVERHEAD: usize = 64;
@@ -92,16 +93,21 @@ pub enum Lookup {
 /// An in-memory sorted table of recent writes; thread-safe for concurrent reads and inserts.
 pub struct Memtable {
     map: SkipMap<Entry, ()>,
+    filter: MemFilter,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
     wal_number: u64,
 }
 
 impl Memtable {
-    /// An empty memtable whose writes are logged in WAL segment `wal_number` (0 when there is none).
-    pub fn new(wal_number: u64) -> Self {
+    /// An empty memtable whose writes are logged in WAL segment `wal_number` (0 when there is none),
+    /// sized for about `capacity_bytes` of entries (its key filter is sized from this).
+    pub fn new(wal_number: u64, capacity_bytes: usize) -> Self {
         Memtable {
             map: SkipMap::new(),
+            // One filter bit per 4 bytes of budget: at least ~16 bits per entry for entries of
+            // 64 bytes or more (entries carry 64 bytes of overhead), well under 1% false hits.
+            filter: MemFilter::new(capacity_bytes / 4),
             bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             wal_number,
@@ -121,6 +127,7 @@ impl Memtable {
         key::append_internal_key(&mut buf, user_key, seq, kind as u8);
         buf.extend_from_slice(value);
         let size = buf.len() + ENTRY_OVERHEAD;
+        self.filter.insert(crate::sst::filter_hash(user_key));
         self.map.insert(Entry(buf.into_boxed_slice()), ());
         self.bytes.fetch_add(size, AtOrd::Relaxed);
         self.max_seq.fetch_max(seq, AtOrd::Relaxed);
@@ -129,7 +136,16 @@ impl Memtable {
     /// The newest entry for `user_key` with sequence `<= seq`, if any.
     pub fn get(&self, user_key: &[u8], seq: u64) -> Option<Lookup> {
         let seek = key::make_internal_key(user_key, seq, SEEK_KIND);
-        let e = self.map.lower_bound(Bound::Included(IKey::new(&seek)))?;
+        self.get_prepared(user_key, &seek, crate::sst::filter_hash(user_key))
+    }
+
+    /// `get` with the seek key (`user_key` at the snapshot sequence) and the key's
+    /// `sst::filter_hash` computed by the caller, who probes several memtables and tables.
+    pub fn get_prepared(&self, user_key: &[u8], seek: &[u8], hash: u64) -> Option<Lookup> {
+        if !self.filter.may_contain(hash) {
+            return None;
+        }
+        let e = self.map.lower_bound(Bound::Included(IKey::new(seek)))?;
         let (uk, trailer) = key::split(e.key().ikey());
         if uk != user_key {
             return None;
@@ -206,7 +222,7 @@ mod tests {
 
     #[test]
     fn get_respects_snapshot_and_tombstones() {
-        let m = Memtable::new(0);
+        let m = Memtable::new(0, 1 << 20);
         m.insert(b"k", 1, ValueKind::Put, b"v1");
         m.insert(b"k", 3, ValueKind::Delete, b"");
         m.insert(b"k", 5, ValueKind::Put, b"v5");
@@ -230,7 +246,7 @@ mod tests {
 
     #[test]
     fn same_seq_insert_replaces() {
-        let m = Memtable::new(0);
+        let m = Memtable::new(0, 1 << 20);
         m.insert(b"k", 7, ValueKind::Put, b"a");
         m.insert(b"k", 7, ValueKind::Delete, b"");
         assert_eq!(m.get(b"k", 7), Some(Lookup::Deleted));

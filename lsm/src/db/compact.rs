@@ -75,7 +75,7 @@ impl Inner {
             let mut n = 0u64;
             while merge.valid() {
                 n += 1;
-                if n % 4096 == 0 && self.shutting_down() {
+                if n.is_multiple_of(4096) && self.shutting_down() {
                     return Err(Error::Closed);
                 }
                 let (k, v) = (merge.key(), merge.value_bytes());

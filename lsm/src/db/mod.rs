@@ -307,15 +307,15 @@ impl Inner {
                 }
             }
         };
+        let seek = key::make_internal_key(user_key, seq, SEEK_KIND);
+        let hash = crate::sst::filter_hash(user_key);
         for m in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
-            match m.get(user_key, seq) {
+            match m.get_prepared(user_key, &seek, hash) {
                 Some(Lookup::Value(k, v)) => return Ok(resolve(k, v)),
                 Some(Lookup::Deleted) => return Ok(None),
                 None => {}
             }
         }
-        let seek = key::make_internal_key(user_key, seq, SEEK_KIND);
-        let hash = crate::sst::filter_hash(user_key);
         let v = &sv.version;
         let l0 = v.levels[0]
             .iter()

@@ -200,7 +200,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         next_file += 1;
         n
     };
-    let mem = Memtable::new(0);
+    let mem = Memtable::new(0, opts.write_buffer_size);
     let mut last_seq = rec.last_seq;
     let wal_segments = replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
     if !mem.is_empty() {
@@ -280,7 +280,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         dir: dir.to_path_buf(),
         tables,
         sv: ArcSwap::from_pointee(SuperVersion {
-            mem: Arc::new(Memtable::new(wal_number)),
+            mem: Arc::new(Memtable::new(wal_number, opts.write_buffer_size)),
             imms: Vec::new(),
             version: Arc::new(version),
         }),

@@ -259,7 +259,7 @@ impl Inner {
         imms.push(cur.mem.clone());
         imms.extend(cur.imms.iter().cloned());
         self.sv.store(Arc::new(SuperVersion {
-            mem: Arc::new(Memtable::new(wal_number)),
+            mem: Arc::new(Memtable::new(wal_number, self.opts.write_buffer_size)),
             imms,
             version: cur.version.clone(),
         }));
