@@ -101,7 +101,7 @@ fn replay_wal(
     mem: &Memtable,
     last_seq: &mut u64,
     report: &mut RecoveryReport,
-) -> Result<Vec<u64>> {
+) -> Result<()> {
     let mut segments: Vec<u64> = std::fs::read_dir(dir)
         .ctx(|| format!("listing {}", dir.display()))?
         .filter_map(|e| wal::parse_segment_name(&e.ok()?.file_name().to_string_lossy()))
@@ -139,12 +139,27 @@ fn replay_wal(
             }
         }
     }
-    Ok(segments)
+    Ok(())
 }
 
 fn keep_aside(path: &Path, _report: &mut RecoveryReport) -> Result<()> {
     let to = path.with_extension("wal.corrupt");
     std::fs::rename(path, &to).ctx(|| format!("renaming {}", path.display()))
+}
+
+/// Largest file number of any table, WAL segment or manifest in `dir` (0 if none).
+fn max_file_number(dir: &Path) -> Result<u64> {
+    Ok(std::fs::read_dir(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            let name = name.strip_suffix(".corrupt").unwrap_or(&name);
+            fsutil::parse_sst_name(name)
+                .or_else(|| wal::parse_segment_name(name))
+                .or_else(|| manifest::parse_manifest_name(name))
+        })
+        .max()
+        .unwrap_or(0))
 }
 
 pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
@@ -194,7 +209,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         }
     }
 
-    let mut next_file = rec.next_file;
+    // Start above every number in the directory too: an open that failed after creating its
+    // WAL or manifest (but before switching CURRENT) used numbers the manifest never recorded.
+    let mut next_file = rec.next_file.max(max_file_number(dir)? + 1);
     let mut alloc = || {
         let n = next_file;
         next_file += 1;
@@ -202,7 +219,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     };
     let mem = Memtable::new(0, opts.write_buffer_size);
     let mut last_seq = rec.last_seq;
-    let wal_segments = replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
+    replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
     if !mem.is_empty() {
         // Turn the replayed writes into an L0 table now, so the old segments can go.
         let number = alloc();
@@ -234,13 +251,6 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             base.added.push((level, m.clone()));
         }
     }
-    let wal = if opts.wal {
-        Some(WalWriter::create(dir, wal_number)?)
-    } else {
-        None
-    };
-    let manifest = ManifestWriter::create(dir, manifest_number, &base)?;
-
     let (version, _) = Version::new(opts.num_levels).apply(&base, |m| {
         Arc::new(crate::version::TableFile::new(
             m.clone(),
@@ -248,9 +258,17 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             tables.clone(),
         ))
     });
+    // Validate before anything is written: a bad state must not become a new manifest.
+    let current = rec.manifest_number.map(|n| manifest::manifest_path(dir, n));
     version
         .check_disjoint()
-        .map_err(|d| Error::corruption(manifest::manifest_path(dir, manifest_number), d))?;
+        .map_err(|d| Error::corruption(current.unwrap_or_else(|| dir.to_path_buf()), d))?;
+    let wal = if opts.wal {
+        Some(WalWriter::create(dir, wal_number)?)
+    } else {
+        None
+    };
+    let manifest = ManifestWriter::create(dir, manifest_number, &base)?;
 
     // Everything not referenced now is garbage from an earlier run or an interrupted operation.
     let live: std::collections::HashSet<u64> = base.added.iter().map(|(_, m)| m.number).collect();
@@ -272,7 +290,6 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let _ = (wal_segments, rec.manifest_number);
 
     let pending = crate::compaction::leveled::pending_bytes(&version, &opts);
     let num_levels = opts.num_levels;

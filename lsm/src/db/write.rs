@@ -248,6 +248,10 @@ impl Inner {
             w.sync()?;
         }
         let mut vs = lock(&self.versions);
+        // Re-read the view under the versions lock: a flush or compaction may have installed a
+        // new version since `cur` was loaded, and storing a view built on the old one would
+        // resurrect tables it removed.
+        let cur = self.sv.load_full();
         let new_wal = if self.opts.wal {
             let n = self.alloc_file(&mut vs)?;
             Some(WalWriter::create(&self.dir, n)?)
