@@ -137,14 +137,9 @@ impl Iter {
         let mut pending: Option<(Bytes, u8, Bytes)> = None;
         loop {
             let m = self.bwd.as_mut().expect("created above");
-            let cur = if m.valid() {
-                let (uk, trailer) = key::split(m.key());
-                Some((uk.to_vec(), trailer))
-            } else {
-                None
-            };
+            let cur = m.valid().then(|| key::split(m.key()));
             let key_changed = match (&pending, &cur) {
-                (Some((pk, _, _)), Some((uk, _))) => pk.as_ref() != uk.as_slice(),
+                (Some((pk, _, _)), Some((uk, _))) => pk.as_ref() != *uk,
                 (Some(_), None) => true,
                 _ => false,
             };
@@ -154,17 +149,18 @@ impl Iter {
                     return Ok(Some((pk, v)));
                 }
             }
-            let Some((uk, trailer)) = cur else {
+            let m = self.bwd.as_mut().expect("created above");
+            if !m.valid() {
                 return Ok(None);
-            };
-            if above(&self.upper, &uk) || key::seq_of(trailer) > self.seq {
-                self.bwd.as_mut().expect("created above").advance()?;
+            }
+            let (uk, trailer) = key::split(m.key());
+            if above(&self.upper, uk) || key::seq_of(trailer) > self.seq {
+                m.advance()?;
                 continue;
             }
-            if below(&self.lower, &uk) {
+            if below(&self.lower, uk) {
                 return Ok(None);
             }
-            let m = self.bwd.as_mut().expect("created above");
             let kb = m.key_bytes();
             pending = Some((
                 kb.slice(..kb.len() - key::TRAILER_LEN),
