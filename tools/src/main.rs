@@ -1,0 +1,28 @@
+//! `strata-bench`: benchmarks for the layers of Strata, one subcommand per layer.
+
+mod cli;
+mod engines;
+mod measure;
+mod phases;
+mod report;
+mod runner;
+mod workload;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match &cli.command {
+        cli::Command::Lsm(args) => runner::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: what failed, then why.
+            eprintln!("strata-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
