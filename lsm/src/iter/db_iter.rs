@@ -26,10 +26,10 @@ pub struct Iter {
     upper: Bound<Vec<u8>>,
     fwd: Option<MergeIter>,
     bwd: Option<MergeIter>,
-    /// Last user key yielded from the front / back.
-    front_key: Option<Bytes>,
+    /// Last user key yielded from the back.
     back_key: Option<Bytes>,
-    /// User key whose older versions the forward merge must skip.
+    /// Last user key the forward merge resolved (yielded, or found deleted): its older versions
+    /// are skipped, and the backward direction stops before it.
     fwd_skip: Option<Bytes>,
     done: bool,
 }
@@ -61,7 +61,6 @@ impl Iter {
             upper,
             fwd: None,
             bwd: None,
-            front_key: None,
             back_key: None,
             fwd_skip: None,
             done: empty,
@@ -110,8 +109,8 @@ impl Iter {
                 return Ok(None);
             }
             // The first visible entry of a user key is its newest version at this snapshot.
-            let kb = m.key_bytes();
-            let ukb = kb.slice(..kb.len() - key::TRAILER_LEN);
+            let mut ukb = m.key_bytes();
+            ukb.truncate(ukb.len() - key::TRAILER_LEN);
             let value = m.value_bytes();
             m.advance()?;
             self.fwd_skip = Some(ukb.clone());
@@ -161,12 +160,9 @@ impl Iter {
             if below(&self.lower, uk) {
                 return Ok(None);
             }
-            let kb = m.key_bytes();
-            pending = Some((
-                kb.slice(..kb.len() - key::TRAILER_LEN),
-                key::kind_byte(trailer),
-                m.value_bytes(),
-            ));
+            let mut kb = m.key_bytes();
+            kb.truncate(kb.len() - key::TRAILER_LEN);
+            pending = Some((kb, key::kind_byte(trailer), m.value_bytes()));
             m.advance()?;
         }
     }
@@ -201,7 +197,6 @@ impl Iterator for Iter {
                     self.done = true;
                     return None;
                 }
-                self.front_key = Some(k.clone());
                 Some(Ok((k, v)))
             }
             Ok(None) => {
@@ -223,7 +218,7 @@ impl DoubleEndedIterator for Iter {
         }
         match self.next_back_inner() {
             Ok(Some((k, v))) => {
-                if self.front_key.as_ref().is_some_and(|f| k <= *f) {
+                if self.fwd_skip.as_ref().is_some_and(|f| k <= *f) {
                     self.done = true;
                     return None;
                 }

@@ -100,27 +100,33 @@ impl TableSource {
             fill_cache,
         };
         match (start, reverse) {
-            (None, false) => s.load(0, |_| 0)?,
-            (None, true) => s.load(n - 1, |b| b.len().wrapping_sub(1))?,
+            (None, false) => s.load(0, None, |_| 0)?,
+            (None, true) => s.load(n - 1, None, |b| b.len().wrapping_sub(1))?,
             (Some(t), false) => {
                 let b = s.table.find_block(t);
                 if b < n {
-                    s.load(b, |blk| blk.lower_bound(t))?;
+                    s.load(b, Some(t), |blk| blk.lower_bound(t))?;
                 }
             }
             (Some(t), true) => {
                 let b = s.table.find_block(t).min(n - 1);
-                s.load(b, |blk| blk.upper_bound(t).wrapping_sub(1))?;
+                s.load(b, None, |blk| blk.upper_bound(t).wrapping_sub(1))?;
             }
         }
         Ok(s)
     }
 
-    /// Loads block `i` and positions with `pos_in`; then skips to the neighbouring block while
-    /// the position falls outside (a `wrapping_sub` past zero means "before the first entry").
-    fn load(&mut self, mut i: usize, pos_in: impl Fn(&DecodedBlock) -> usize) -> Result<()> {
+    /// Loads block `i` (for forward iteration from `from` when given) and positions with
+    /// `pos_in`; then skips to the neighbouring block while the position falls outside (a
+    /// `wrapping_sub` past zero means "before the first entry").
+    fn load(
+        &mut self,
+        mut i: usize,
+        from: Option<&[u8]>,
+        pos_in: impl Fn(&DecodedBlock) -> usize,
+    ) -> Result<()> {
         let n = self.table.data_blocks();
-        let blk = self.table.decoded_block(i, self.fill_cache)?;
+        let blk = self.table.decoded_block(i, from, self.fill_cache)?;
         let mut pos = pos_in(&blk);
         self.block = Some(blk);
         loop {
@@ -140,7 +146,7 @@ impl TableSource {
                 return Ok(());
             };
             i = j;
-            let blk = self.table.decoded_block(i, self.fill_cache)?;
+            let blk = self.table.decoded_block(i, None, self.fill_cache)?;
             pos = if self.reverse {
                 blk.len().wrapping_sub(1)
             } else {
@@ -176,7 +182,7 @@ impl Source for TableSource {
                 return Ok(());
             }
             match self.block_idx.checked_sub(1) {
-                Some(i) => self.load(i, |b| b.len().wrapping_sub(1)),
+                Some(i) => self.load(i, None, |b| b.len().wrapping_sub(1)),
                 None => {
                     self.block = None;
                     Ok(())
@@ -188,7 +194,7 @@ impl Source for TableSource {
                 return Ok(());
             }
             if self.block_idx + 1 < self.table.data_blocks() {
-                self.load(self.block_idx + 1, |_| 0)
+                self.load(self.block_idx + 1, None, |_| 0)
             } else {
                 self.block = None;
                 Ok(())

@@ -103,11 +103,8 @@ fn restarts(data: &[u8]) -> Option<(usize, u32)> {
     Some((area, n))
 }
 
-/// Finds the first entry whose internal key is `>= target`, for point lookups; returns its key
-/// and value. `None` when every key is smaller. `Err(())` when the block is malformed.
-#[allow(clippy::result_unit_err)]
-pub fn seek(data: &Bytes, target: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>, ()> {
-    let (area, n) = restarts(data).ok_or(())?;
+/// Offset of the last restart point whose key is `< target` (the first one if none is).
+fn restart_before(data: &[u8], area: usize, n: u32, target: &[u8]) -> Result<usize, ()> {
     let restart_at = |i: u32| -> Result<usize, ()> {
         let off = u32_at(data, area + 4 * i as usize).ok_or(())? as usize;
         if off >= area {
@@ -115,7 +112,6 @@ pub fn seek(data: &Bytes, target: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>, ()>
         }
         Ok(off)
     };
-    // Binary search for the last restart point whose key is < target.
     let (mut lo, mut hi) = (0u32, n - 1);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
@@ -131,7 +127,15 @@ pub fn seek(data: &Bytes, target: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>, ()>
             hi = mid - 1;
         }
     }
-    let mut pos = restart_at(lo)?;
+    restart_at(lo)
+}
+
+/// Finds the first entry whose internal key is `>= target`, for point lookups; returns its key
+/// and value. `None` when every key is smaller. `Err(())` when the block is malformed.
+#[allow(clippy::result_unit_err)]
+pub fn seek(data: &Bytes, target: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>, ()> {
+    let (area, n) = restarts(data).ok_or(())?;
+    let mut pos = restart_before(data, area, n, target)?;
     let mut key: Vec<u8> = Vec::with_capacity(target.len() + 16);
     while pos < area {
         let (shared, unshared, vlen, h) = entry_header(data, pos).ok_or(())?;
@@ -170,10 +174,22 @@ pub struct DecodedBlock {
 impl DecodedBlock {
     /// Decodes every entry; `None` when the block is malformed.
     pub fn decode(data: Bytes) -> Option<DecodedBlock> {
+        Self::decode_at(data, 0)
+    }
+
+    /// Decodes only the entries from the restart point before `target` on: enough for forward
+    /// iteration from `target`, at a fraction of the cost of a whole block after a seek.
+    pub fn decode_from(data: Bytes, target: &[u8]) -> Option<DecodedBlock> {
+        let (area, n) = restarts(&data)?;
+        let start = restart_before(&data, area, n, target).ok()?;
+        Self::decode_at(data, start)
+    }
+
+    fn decode_at(data: Bytes, start: usize) -> Option<DecodedBlock> {
         let (area, _) = restarts(&data)?;
-        let mut keys: Vec<u8> = Vec::with_capacity(area);
+        let mut keys: Vec<u8> = Vec::with_capacity(area - start);
         let mut entries = Vec::with_capacity(64);
-        let mut pos = 0usize;
+        let mut pos = start;
         let mut prev: (usize, usize) = (0, 0);
         while pos < area {
             let (shared, unshared, vlen, h) = entry_header(&data, pos)?;
@@ -276,6 +292,9 @@ mod tests {
             assert_eq!(fk, *k);
             assert_eq!(&v[..], format!("v{i}").as_bytes());
         }
+        let from = DecodedBlock::decode_from(data.clone(), &keys[30]).unwrap();
+        assert!(from.len() < 50 && from.len() >= 20);
+        assert_eq!(from.key(from.lower_bound(&keys[30])), &keys[30][..]);
         let past = make_internal_key(b"key9999", 7, 1);
         assert_eq!(seek(&data, &past).unwrap(), None);
         assert_eq!(d.lower_bound(&past), 50);

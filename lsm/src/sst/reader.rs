@@ -174,11 +174,20 @@ impl Table {
         Ok(b)
     }
 
-    /// Decoded data block `i`, for iteration.
-    pub(crate) fn decoded_block(&self, i: usize, fill_cache: bool) -> Result<DecodedBlock> {
+    /// Decoded data block `i`, for iteration; with `from`, only the entries a forward iteration
+    /// from that internal key can reach.
+    pub(crate) fn decoded_block(
+        &self,
+        i: usize,
+        from: Option<&[u8]>,
+        fill_cache: bool,
+    ) -> Result<DecodedBlock> {
         let b = self.block(i, fill_cache)?;
-        DecodedBlock::decode(b)
-            .ok_or_else(|| Error::corruption(&self.path, format!("malformed data block {i}")))
+        let d = match from {
+            Some(t) => DecodedBlock::decode_from(b, t),
+            None => DecodedBlock::decode(b),
+        };
+        d.ok_or_else(|| Error::corruption(&self.path, format!("malformed data block {i}")))
     }
 
     /// Index of the first data block whose last key is `>= target` (`data_blocks()` if none).
@@ -203,7 +212,7 @@ impl Table {
     /// Visits every entry in order (used by tools and tests; reads bypass the cache).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
         for i in 0..self.index.len() {
-            let d = self.decoded_block(i, false)?;
+            let d = self.decoded_block(i, None, false)?;
             for j in 0..d.len() {
                 f(d.key(j), d.value(j));
             }
