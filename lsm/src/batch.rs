@@ -72,6 +72,8 @@ impl WriteBatch {
         if !self.check(key, value) {
             return;
         }
+        self.rep
+            .reserve(1 + 2 * 10 + 8 + key.len() + value.map_or(0, <[u8]>::len));
         self.rep.push(op);
         put_bytes(&mut self.rep, key);
         if let Some(v) = value {
@@ -153,11 +155,13 @@ impl WriteBatch {
         self.invalid.as_ref()
     }
 
-    /// The representation to log and apply, with relative TTLs turned into absolute expiries.
-    pub(crate) fn resolved_rep(&self, now_ms: u64) -> std::borrow::Cow<'_, [u8]> {
+    /// The representation to log and apply, with relative TTLs turned into absolute expiries
+    /// (the clock is read only when the batch has one).
+    pub(crate) fn resolved_rep(&self, now_ms: impl FnOnce() -> u64) -> std::borrow::Cow<'_, [u8]> {
         if !self.has_relative_ttl {
             return std::borrow::Cow::Borrowed(&self.rep);
         }
+        let now_ms = now_ms();
         let mut out = Vec::with_capacity(self.rep.len());
         // The rep was produced by `push`, so it always decodes; a relative TTL op always carries
         // its 8-byte prefix.
@@ -213,24 +217,33 @@ fn decode_raw<'a>(r: &mut Reader<'a>) -> Option<RawOp<'a>> {
 /// Decodes a resolved representation (from a WAL record or `resolved_rep`). Returns `None` on
 /// malformed input so that a damaged log record is rejected as a whole.
 pub(crate) fn decode_ops(rep: &[u8]) -> Option<Vec<Op<'_>>> {
+    ops(rep).collect()
+}
+
+/// Iterates the operations of a resolved representation; an item is `None` where the input is
+/// malformed (callers applying untrusted input collect first, see `decode_ops`).
+pub(crate) fn ops(rep: &[u8]) -> impl Iterator<Item = Option<Op<'_>>> {
     let mut r = Reader::new(rep);
-    let mut ops = Vec::new();
-    while !r.is_empty() {
-        let (op, key, value) = decode_raw(&mut r)?;
-        let kind = match op {
-            OP_DELETE => ValueKind::Delete,
-            OP_PUT => ValueKind::Put,
-            OP_PUT_EXPIRY if value.is_some_and(|v| v.len() >= 8) => ValueKind::PutTtl,
-            _ => return None,
-        };
-        if key.len() > MAX_KEY_LEN {
+    std::iter::from_fn(move || {
+        if r.is_empty() {
             return None;
         }
-        ops.push(Op {
-            kind,
-            key,
-            value: value.unwrap_or(&[]),
+        let decoded = decode_raw(&mut r).and_then(|(op, key, value)| {
+            let kind = match op {
+                OP_DELETE => ValueKind::Delete,
+                OP_PUT => ValueKind::Put,
+                OP_PUT_EXPIRY if value.is_some_and(|v| v.len() >= 8) => ValueKind::PutTtl,
+                _ => return None,
+            };
+            (key.len() <= MAX_KEY_LEN).then_some(Op {
+                kind,
+                key,
+                value: value.unwrap_or(&[]),
+            })
         });
-    }
-    Some(ops)
+        if decoded.is_none() {
+            r = Reader::new(&[]);
+        }
+        Some(decoded)
+    })
 }

@@ -12,13 +12,24 @@ pub(crate) const HEADER_LEN: usize = 8;
 
 /// Appends one framed record to `out`.
 pub(crate) fn frame(out: &mut Vec<u8>, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
+    frame_parts(out, &[payload]);
+}
+
+/// Appends one framed record whose payload is the concatenation of `parts`.
+pub(crate) fn frame_parts(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    let len = (n as u32).to_le_bytes();
     let mut h = crc32fast::Hasher::new();
     h.update(&len);
-    h.update(payload);
+    for p in parts {
+        h.update(p);
+    }
+    out.reserve(HEADER_LEN + n);
     out.extend_from_slice(&len);
     out.extend_from_slice(&h.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
 }
 
 /// Why a record stream ended.

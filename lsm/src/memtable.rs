@@ -213,6 +213,17 @@ impl Memtable {
         self.max_seq.load(AtOrd::Relaxed)
     }
 
+    /// Visits every entry in order without copying; stops at the first error.
+    pub(crate) fn try_for_each<E>(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for e in self.map.iter() {
+            f(e.key().ikey(), e.key().value())?;
+        }
+        Ok(())
+    }
+
     /// Copies up to `max` entries after (or before, when `reverse`) the position `from`, as
     /// `(internal key, value)` pairs. Iterators refill from here in chunks so they do not hold
     /// skip-list borrows across calls.

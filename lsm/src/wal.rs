@@ -59,12 +59,8 @@ impl WalWriter {
         sync: bool,
     ) -> Result<usize> {
         self.buf.clear();
-        let mut payload = Vec::new();
         for (seq, rep) in records {
-            payload.clear();
-            payload.extend_from_slice(&seq.to_le_bytes());
-            payload.extend_from_slice(rep);
-            framing::frame(&mut self.buf, &payload);
+            framing::frame_parts(&mut self.buf, &[&seq.to_le_bytes(), rep]);
         }
         self.file
             .write_all(&self.buf)

@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use super::{lock, Inner, SuperVersion, VersionSet};
 use crate::compaction::{leveled, Gc};
-use crate::iter::sources::MemSource;
-use crate::iter::Source;
 use crate::manifest::{ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
 use crate::sst::TableBuilder;
@@ -217,18 +215,15 @@ pub(crate) fn build_table(
     mut builder: TableBuilder,
 ) -> Result<FileMeta> {
     let path = builder.path().to_path_buf();
-    let mut src = MemSource::new(mem.clone(), None, false);
     let mut gc = Gc::new(smallest_snapshot, 0, false);
-    let r = (|| {
-        while src.valid() {
-            let (k, v) = (src.key_bytes(), src.value_bytes());
-            if gc.keep(&k, &v, |_| false) {
-                builder.add(&k, &v)?;
+    let r = mem
+        .try_for_each(|k, v| {
+            if gc.keep(k, v, |_| false) {
+                builder.add(k, v)?;
             }
-            src.advance()?;
-        }
-        builder.finish()
-    })();
+            Ok(())
+        })
+        .and_then(|_| builder.finish());
     match r {
         Ok((props, size)) => Ok(FileMeta::from_props(number, size, props)),
         Err(e) => {

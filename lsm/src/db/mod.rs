@@ -97,6 +97,7 @@ pub(crate) struct Inner {
     pub stats: Counters,
     pub recovery: RecoveryReport,
     pub closed: AtomicBool,
+    pub has_bg_error: AtomicBool,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     pub _lock: DirLock,
 }
@@ -282,6 +283,10 @@ impl Drop for Db {
 
 impl Inner {
     pub(crate) fn bg_error(&self) -> Option<Error> {
+        // Checked on every write: skip the lock in the common case.
+        if !self.has_bg_error.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.bg).error.clone()
     }
 
@@ -291,6 +296,7 @@ impl Inner {
         let mut bg = lock(&self.bg);
         if bg.error.is_none() {
             bg.error = Some(Error::Background(Box::new(e)));
+            self.has_bg_error.store(true, Ordering::Release);
         }
         self.bg_cv.notify_all();
     }

@@ -317,6 +317,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         stats: Counters::default(),
         recovery: report,
         closed: AtomicBool::new(false),
+        has_bg_error: AtomicBool::new(false),
         threads: Mutex::new(Vec::new()),
         _lock: dir_lock,
         opts,

@@ -29,6 +29,9 @@ struct QueueState {
     results: HashMap<u64, Result<()>>,
     leader: bool,
     next_ticket: u64,
+    /// Writers blocked on the condition variable. `notify_all` costs a system call even with
+    /// nobody waiting, so the leader only calls it when this is non-zero.
+    waiting: usize,
 }
 
 /// State only the current leader touches.
@@ -83,7 +86,9 @@ impl Inner {
             if !st.leader && st.pending.front().map(|p| p.0) == Some(ticket) {
                 break;
             }
+            st.waiting += 1;
             st = q.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
         }
         st.leader = true;
         let mut group = Vec::new();
@@ -113,7 +118,9 @@ impl Inner {
             st.results.insert(*t, result.clone());
         }
         st.leader = false;
-        q.cv.notify_all();
+        if st.waiting > 0 {
+            q.cv.notify_all();
+        }
         result
     }
 
@@ -125,7 +132,7 @@ impl Inner {
             return self.seal(ws, *at);
         }
         self.make_room(ws)?;
-        let now = self.opts.clock.now_millis();
+        let clock = &self.opts.clock;
         let mut recs = Vec::with_capacity(group.len());
         let mut sync = false;
         let mut user_bytes = 0u64;
@@ -133,7 +140,7 @@ impl Inner {
         for (_, op) in group {
             if let Op::Batch { batch, sync: s } = op {
                 seq += 1;
-                recs.push((seq, batch.resolved_rep(now)));
+                recs.push((seq, batch.resolved_rep(|| clock.now_millis())));
                 sync |= *s;
                 user_bytes += batch.size_in_bytes() as u64;
             }
@@ -153,10 +160,8 @@ impl Inner {
         }
         let mem = self.sv.load().mem.clone();
         for (s, rep) in &recs {
-            let ops = batch::decode_ops(rep).ok_or_else(|| {
-                Error::InvalidArgument("internal: batch representation does not decode".into())
-            })?;
-            for op in ops {
+            // The representation was built and validated by `WriteBatch`, so it decodes.
+            for op in batch::ops(rep).map_while(|o| o) {
                 mem.insert(op.key, *s, op.kind, op.value);
             }
         }
