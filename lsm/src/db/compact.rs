@@ -11,6 +11,7 @@ use crate::compaction::Gc;
 use crate::iter::merge::MergeIter;
 use crate::iter::sources::{LevelSource, TableSource};
 use crate::iter::Source;
+use crate::key;
 use crate::manifest::VersionEdit;
 use crate::{fsutil, Error, Result};
 
@@ -28,6 +29,7 @@ impl Inner {
         for f in &c.next {
             edit.deleted.push((c.output_level, f.meta.number));
         }
+        // (`level == output_level` rewrites tables in place: the same edit deletes and adds.)
         if c.is_trivial_move() {
             edit.added.push((c.output_level, c.inputs[0].meta.clone()));
             let mut vs = lock(&self.versions);
@@ -66,7 +68,9 @@ impl Inner {
             read_bytes += f.meta.size;
         }
         let mut merge = MergeIter::new(sources, false);
-        let mut gc = Gc::new(self.smallest_snapshot(), self.opts.clock.now_millis(), true);
+        let smallest = self.smallest_snapshot();
+        let mut gc = Gc::new(smallest, self.opts.clock.now_millis(), true);
+        let mut zeroed: Vec<u8> = Vec::new();
         let mut out = Outputs::new(self.opts.target_file_size, || {
             let mut vs = lock(&self.versions);
             self.new_table(&mut vs)
@@ -79,8 +83,19 @@ impl Inner {
                     return Err(Error::Closed);
                 }
                 let (k, v) = (merge.key(), merge.value_bytes());
-                if gc.keep(k, &v, |uk| version.is_bottom_for(c.output_level, uk)) {
-                    out.add(k, &v)?;
+                let (uk, trailer) = key::split(k);
+                let bottom = version.is_bottom_for(c.output_level, uk);
+                if gc.keep(k, &v, |_| bottom) {
+                    // A surviving entry that every snapshot sees, with nothing below it, is the
+                    // only version of its key any reader will ever need: its sequence number
+                    // carries no information, and zeros compress to almost nothing.
+                    if bottom && key::seq_of(trailer) <= smallest && key::seq_of(trailer) != 0 {
+                        zeroed.clear();
+                        key::append_internal_key(&mut zeroed, uk, 0, key::kind_byte(trailer));
+                        out.add(&zeroed, &v)?;
+                    } else {
+                        out.add(k, &v)?;
+                    }
                 }
                 merge.advance()?;
             }
@@ -173,21 +188,43 @@ impl Inner {
             }
             let (a, b) = leveled::user_range(inputs.iter());
             let next = v.overlapping(level + 1, &a, &b);
-            let c = Compaction {
+            self.run_manual(&Compaction {
                 level,
                 output_level: level + 1,
                 inputs,
                 next,
                 allow_move: false,
-            };
-            if let Err(e) = self.run_compaction(&c) {
-                if !matches!(e, Error::Closed) {
-                    self.set_bg_error(e.clone());
-                }
-                return Err(e);
+            })?;
+        }
+        // Then rewrite, in place, the tables of the bottom level that still hold something to
+        // drop: tombstones, or sequence numbers that can now be zeroed.
+        let v = self.sv.load().version.clone();
+        let bottom = (1..v.levels.len()).rev().find(|&l| !v.levels[l].is_empty());
+        if let Some(level) = bottom {
+            let inputs: Vec<_> = v.levels[level]
+                .iter()
+                .filter(|f| in_range(f) && (f.meta.deletions > 0 || f.meta.max_seq > 0))
+                .cloned()
+                .collect();
+            if !inputs.is_empty() {
+                self.run_manual(&Compaction {
+                    level,
+                    output_level: level,
+                    inputs,
+                    next: Vec::new(),
+                    allow_move: false,
+                })?;
             }
         }
         Ok(())
+    }
+
+    fn run_manual(&self, c: &Compaction) -> Result<()> {
+        self.run_compaction(c).inspect_err(|e| {
+            if !matches!(e, Error::Closed) {
+                self.set_bg_error(e.clone());
+            }
+        })
     }
 }
 

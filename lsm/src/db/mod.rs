@@ -99,7 +99,8 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     pub has_bg_error: AtomicBool,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
-    pub _lock: DirLock,
+    /// Held until `close`, not until the last snapshot or iterator lets go of `Inner`.
+    pub dir_lock: Mutex<Option<DirLock>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -411,6 +412,7 @@ impl Inner {
         for t in threads {
             let _ = t.join();
         }
+        lock(&self.dir_lock).take();
         result
     }
 }

@@ -42,17 +42,23 @@ fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> R
         manifest_number: None,
     };
     let Some(rep) = manifest::replay(dir)? else {
-        let stray = std::fs::read_dir(dir)
+        // Without CURRENT, a table or a non-empty WAL segment means data was acknowledged and
+        // CURRENT was lost: refuse rather than start empty. An empty segment or a manifest alone
+        // is what a crash during the very first open leaves behind (CURRENT is written last);
+        // nothing was acknowledged then, so the directory is a new database.
+        let holds_data = std::fs::read_dir(dir)
             .ctx(|| format!("listing {}", dir.display()))?
             .filter_map(|e| e.ok())
             .any(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                fsutil::parse_sst_name(&n).is_some() || manifest::parse_manifest_name(&n).is_some()
+                fsutil::parse_sst_name(&n).is_some()
+                    || (wal::parse_segment_name(&n).is_some()
+                        && e.metadata().map_or(true, |m| m.len() > 0))
             });
-        if stray {
+        if holds_data {
             return Err(Error::corruption(
                 dir.join("CURRENT"),
-                "missing, but tables or manifests exist",
+                "missing, but tables or logged writes exist",
             ));
         }
         if !opts.create_if_missing {
@@ -319,7 +325,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         closed: AtomicBool::new(false),
         has_bg_error: AtomicBool::new(false),
         threads: Mutex::new(Vec::new()),
-        _lock: dir_lock,
+        dir_lock: Mutex::new(Some(dir_lock)),
         opts,
     });
     inner
