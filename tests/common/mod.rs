@@ -72,34 +72,25 @@ pub fn collect_dir(it: Iter, reverse: bool) -> lsm::Result<Vec<(Vec<u8>, Vec<u8>
     Ok(v)
 }
 
-/// Files of `dir` whose name ends with `suffix`, sorted by name (so by file number).
-pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+/// Files of `dir` whose name satisfies `keep`, sorted by name (so by file number).
+fn files_named(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(suffix))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
         .collect();
     v.sort();
     v
 }
 
+/// Files of `dir` whose name ends with `suffix`, sorted by name (so by file number).
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    files_named(dir, |n| n.ends_with(suffix))
+}
+
 /// Files of `dir` whose name starts with `prefix`, sorted by name.
 pub fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
-        })
-        .collect();
-    v.sort();
-    v
+    files_named(dir, |n| n.starts_with(prefix))
 }
 
 /// Copies every regular file of `src` into a fresh directory `dst`. Taken while a database is

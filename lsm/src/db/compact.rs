@@ -106,28 +106,22 @@ impl Inner {
             Ok(()) => out.finish(),
             Err(e) => Err(e),
         };
-        let cleanup = |nums: &[u64]| {
-            for n in nums {
-                let _ = std::fs::remove_file(fsutil::sst_path(&self.dir, *n));
-            }
-        };
         let (metas, written) = match outputs {
             Ok(x) => x,
             Err(e) => {
-                cleanup(&started);
+                // Nothing names these yet.
+                for n in started {
+                    let _ = std::fs::remove_file(fsutil::sst_path(&self.dir, n));
+                }
                 return Err(e);
             }
         };
-        let numbers: Vec<u64> = metas.iter().map(|m| m.number).collect();
         for m in metas {
             edit.added.push((c.output_level, m));
         }
         let mut vs = lock(&self.versions);
-        if let Err(e) = self.install(&mut vs, edit, None) {
-            drop(vs);
-            cleanup(&numbers);
-            return Err(e);
-        }
+        // On failure the outputs stay: the manifest may name them (orphans go at the next open).
+        self.install(&mut vs, edit, None)?;
         if let Some(last) = c.inputs.iter().map(|f| f.meta.largest_user()).max() {
             vs.pointers[c.level] = last.to_vec();
         }

@@ -20,15 +20,27 @@ impl Inner {
     pub(crate) fn alloc_file(&self, vs: &mut VersionSet) -> Result<u64> {
         if vs.next_file >= vs.reserved {
             let reserved = vs.next_file + FILE_NUMBER_RESERVATION;
-            vs.manifest.append(&VersionEdit {
-                next_file_number: Some(reserved),
-                ..Default::default()
-            })?;
+            self.append_manifest(
+                vs,
+                &VersionEdit {
+                    next_file_number: Some(reserved),
+                    ..Default::default()
+                },
+            )?;
             vs.reserved = reserved;
         }
         let n = vs.next_file;
         vs.next_file += 1;
         Ok(n)
+    }
+
+    /// Appends an edit. A failed append may have left part of a record behind, and anything
+    /// appended after it would be unreadable at replay, so the failure stops every writer of
+    /// the manifest (writes, flushes, compactions) until the database is reopened.
+    fn append_manifest(&self, vs: &mut VersionSet, edit: &VersionEdit) -> Result<()> {
+        vs.manifest
+            .append(edit)
+            .inspect_err(|e| self.set_bg_error(e.clone()))
     }
 
     pub(crate) fn new_table(&self, vs: &mut VersionSet) -> Result<(u64, TableBuilder)> {
@@ -55,7 +67,11 @@ impl Inner {
         let cur = self.sv.load_full();
         let (version, removed) = cur.version.apply(&edit, |m| self.table_file(m.clone()));
         edit.last_seq = Some(self.visible_seq.load(Ordering::Acquire));
-        vs.manifest.append(&edit)?;
+        if !edit.added.is_empty() {
+            // The new tables' directory entries must be durable before the manifest names them.
+            fsutil::sync_dir(&self.dir)?;
+        }
+        self.append_manifest(vs, &edit)?;
         if let Some(l) = edit.log_number {
             vs.log_number = l;
         }
@@ -79,7 +95,11 @@ impl Inner {
             version: version.clone(),
         }));
         if vs.manifest.size() > MANIFEST_ROTATE_BYTES {
-            self.rotate_manifest(vs, &version)?;
+            // The edit is durable and published: a failed rotation must not make the caller
+            // undo it. Where CURRENT points after a failure is unknown, so stop writers.
+            if let Err(e) = self.rotate_manifest(vs, &version) {
+                self.set_bg_error(e);
+            }
         }
         Ok(())
     }
@@ -143,14 +163,10 @@ impl Inner {
         if let Some(m) = meta {
             edit.added.push((0, m));
         }
-        let result = self.install(&mut vs, edit.clone(), Some(&imm));
+        // On failure the table stays: the manifest may name it. If it does not, the next open
+        // deletes it as an orphan.
+        self.install(&mut vs, edit, Some(&imm))?;
         drop(vs);
-        if let Err(e) = result {
-            for (_, m) in &edit.added {
-                let _ = std::fs::remove_file(fsutil::sst_path(&self.dir, m.number));
-            }
-            return Err(e);
-        }
         if self.opts.wal && imm.wal_number() != 0 {
             let _ = std::fs::remove_file(crate::wal::segment_path(&self.dir, imm.wal_number()));
         }

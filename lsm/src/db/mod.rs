@@ -197,8 +197,7 @@ impl Db {
 
     /// The current value of `key`.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
-        self.inner.get_at(key.as_ref(), seq)
+        self.inner.get_at(key.as_ref(), None)
     }
 
     /// A consistent read view as of now; it keeps what it can see alive until dropped.
@@ -210,16 +209,14 @@ impl Db {
     /// in reverse.
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         let (lo, hi) = to_bounds(&range);
-        self.inner
-            .iter_at(self.inner.visible_seq.load(Ordering::Acquire), lo, hi)
+        self.inner.iter_at(None, lo, hi)
     }
 
     /// Iterates the live pairs whose keys start with `prefix`.
     pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
         let p = prefix.as_ref();
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
         self.inner
-            .iter_at(seq, Bound::Included(p.to_vec()), prefix_upper_bound(p))
+            .iter_at(None, Bound::Included(p.to_vec()), prefix_upper_bound(p))
     }
 
     /// Iterates every live pair.
@@ -302,8 +299,14 @@ impl Inner {
         self.bg_cv.notify_all();
     }
 
-    pub(crate) fn get_at(&self, user_key: &[u8], seq: u64) -> Result<Option<Bytes>> {
+    /// Reads `user_key` at `seq`, or at the latest sequence when `None`. The view is loaded
+    /// before the latest sequence is read: every view was built by a flush or compaction that
+    /// kept all versions visible at sequences up to the one published when it ran, so a view
+    /// loaded first holds everything visible at any sequence read after it. (The reverse order
+    /// races with a flush that drops a version the reader's sequence still needs.)
+    pub(crate) fn get_at(&self, user_key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
         let sv = self.sv.load();
+        let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::Acquire));
         let resolve = |kind: ValueKind, v: Bytes| -> Option<Bytes> {
             match kind {
                 ValueKind::Put => Some(v),
@@ -347,13 +350,17 @@ impl Inner {
         Ok(None)
     }
 
+    /// Iterates at `seq`, or at the latest sequence when `None` (loaded after the view, as in
+    /// `get_at`).
     pub(crate) fn iter_at(
         self: &Arc<Self>,
-        seq: u64,
+        seq: Option<u64>,
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
     ) -> Iter {
-        Iter::new(self.clone(), self.sv.load_full(), seq, lo, hi)
+        let sv = self.sv.load_full();
+        let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::Acquire));
+        Iter::new(self.clone(), sv, seq, lo, hi)
     }
 
     /// Merges every source of `sv` positioned at `start` (an internal key) in one direction.
@@ -395,14 +402,12 @@ impl Inner {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let mut result = Ok(());
-        if self.bg_error().is_none() {
-            result = if self.opts.wal {
-                self.queue.sync_wal()
-            } else {
-                self.flush_for_close()
-            };
-        }
+        let result = match self.bg_error() {
+            // Report it: without a WAL, unflushed writes are lost.
+            Some(e) => Err(e),
+            None if self.opts.wal => self.queue.sync_wal(),
+            None => self.flush_for_close(),
+        };
         {
             let mut bg = lock(&self.bg);
             bg.shutdown = true;

@@ -1,7 +1,7 @@
 //! Opening a database: lock, manifest replay, WAL replay, cleanup, background threads.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -100,14 +100,17 @@ fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> R
     Ok(r)
 }
 
-/// Replays WAL segments from `log_number` on into `mem`, stopping at the first damage.
+/// Replays WAL segments from `log_number` on into `mem`, stopping at the first damage. Returns
+/// the segments to keep aside (the damaged one, unless its damage is a torn tail, and every
+/// later one); the caller renames them only once the replayed data is safe in a new manifest.
 fn replay_wal(
     dir: &Path,
     log_number: u64,
     mem: &Memtable,
     last_seq: &mut u64,
     report: &mut RecoveryReport,
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
+    let mut aside = Vec::new();
     let mut segments: Vec<u64> = std::fs::read_dir(dir)
         .ctx(|| format!("listing {}", dir.display()))?
         .filter_map(|e| wal::parse_segment_name(&e.ok()?.file_name().to_string_lossy()))
@@ -122,7 +125,7 @@ fn replay_wal(
         if stopped {
             // Never replay past damage: a later segment holds writes acknowledged after the lost
             // ones. Keep it aside for inspection instead of deleting it.
-            keep_aside(&path, report)?;
+            aside.push(path);
             continue;
         }
         let r = wal::replay_segment(&path, |seq, rep| {
@@ -140,17 +143,12 @@ fn replay_wal(
             tracing::warn!(segment = %path.display(), dropped_bytes = r.dropped, torn_tail = r.torn_tail, "WAL replay stopped at damaged record");
             stopped = true;
             if !r.torn_tail {
-                keep_aside(&path, report)?;
                 report.wal_damaged_segment = Some(path.with_extension("wal.corrupt"));
+                aside.push(path);
             }
         }
     }
-    Ok(())
-}
-
-fn keep_aside(path: &Path, _report: &mut RecoveryReport) -> Result<()> {
-    let to = path.with_extension("wal.corrupt");
-    std::fs::rename(path, &to).ctx(|| format!("renaming {}", path.display()))
+    Ok(aside)
 }
 
 /// Largest file number of any table, WAL segment or manifest in `dir` (0 if none).
@@ -225,7 +223,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     };
     let mem = Memtable::new(0, opts.write_buffer_size);
     let mut last_seq = rec.last_seq;
-    replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
+    let aside = replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
     if !mem.is_empty() {
         // Turn the replayed writes into an L0 table now, so the old segments can go.
         let number = alloc();
@@ -275,6 +273,10 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         None
     };
     let manifest = ManifestWriter::create(dir, manifest_number, &base)?;
+    for path in aside {
+        let to = path.with_extension("wal.corrupt");
+        std::fs::rename(&path, &to).ctx(|| format!("renaming {}", path.display()))?;
+    }
 
     // Everything not referenced now is garbage from an earlier run or an interrupted operation.
     let live: std::collections::HashSet<u64> = base.added.iter().map(|(_, m)| m.number).collect();

@@ -41,20 +41,23 @@ impl Snapshot {
 
     /// The value of `key` as of the snapshot.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        self.inner.get_at(key.as_ref(), self.seq)
+        self.inner.get_at(key.as_ref(), Some(self.seq))
     }
 
     /// Iterates `range` as of the snapshot.
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         let (lo, hi) = to_bounds(&range);
-        self.inner.iter_at(self.seq, lo, hi)
+        self.inner.iter_at(Some(self.seq), lo, hi)
     }
 
     /// Iterates the keys starting with `prefix` as of the snapshot.
     pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
         let p = prefix.as_ref();
-        self.inner
-            .iter_at(self.seq, Bound::Included(p.to_vec()), prefix_upper_bound(p))
+        self.inner.iter_at(
+            Some(self.seq),
+            Bound::Included(p.to_vec()),
+            prefix_upper_bound(p),
+        )
     }
 
     /// Iterates everything as of the snapshot.

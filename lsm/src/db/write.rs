@@ -250,7 +250,9 @@ impl Inner {
         // Sync the segment being retired: a later synced write in the next segment must not
         // survive a power loss that this segment's unsynced tail does not.
         if let Some(w) = ws.wal.as_mut() {
-            w.sync()?;
+            // After a failed fsync the kernel may have dropped the dirty pages: a later sync
+            // could succeed over a hole. Stop accepting writes.
+            w.sync().inspect_err(|e| self.set_bg_error(e.clone()))?;
         }
         let mut vs = lock(&self.versions);
         // Re-read the view under the versions lock: a flush or compaction may have installed a

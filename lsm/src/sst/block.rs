@@ -117,7 +117,11 @@ fn restart_before(data: &[u8], area: usize, n: u32, target: &[u8]) -> Result<usi
         let mid = (lo + hi).div_ceil(2);
         let off = restart_at(mid)?;
         let (shared, unshared, _, h) = entry_header(data, off).ok_or(())?;
-        let key = data.get(off + h..off + h + unshared).ok_or(())?;
+        let end = off
+            .checked_add(h)
+            .and_then(|x| x.checked_add(unshared))
+            .ok_or(())?;
+        let key = data.get(off + h..end).ok_or(())?;
         if shared != 0 || key.len() < TRAILER_LEN {
             return Err(());
         }
@@ -143,8 +147,8 @@ pub fn seek(data: &Bytes, target: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>, ()>
             return Err(());
         }
         let kstart = pos + h;
-        let vstart = kstart + unshared;
-        let end = vstart + vlen;
+        let vstart = kstart.checked_add(unshared).ok_or(())?;
+        let end = vstart.checked_add(vlen).ok_or(())?;
         if end > area {
             return Err(());
         }
@@ -194,7 +198,7 @@ impl DecodedBlock {
         while pos < area {
             let (shared, unshared, vlen, h) = entry_header(&data, pos)?;
             let kstart = pos + h;
-            let vstart = kstart + unshared;
+            let vstart = kstart.checked_add(unshared)?;
             let end = vstart.checked_add(vlen)?;
             if end > area || shared > prev.1 - prev.0 {
                 return None;
@@ -304,5 +308,22 @@ mod tests {
         bad[n - 1] = 0xff;
         assert!(seek(&Bytes::from(bad.clone()), &past).is_err());
         assert!(DecodedBlock::decode(Bytes::from(bad)).is_none());
+    }
+
+    #[test]
+    fn huge_lengths_are_errors_not_panics() {
+        // One entry claiming an unshared key length near usize::MAX, then a valid restart array.
+        let mut b = Vec::new();
+        put_varint(&mut b, 0);
+        put_varint(&mut b, u64::MAX - 3);
+        put_varint(&mut b, 1);
+        b.extend_from_slice(&[0u8; 16]);
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        let data = Bytes::from(b);
+        let target = make_internal_key(b"k", 1, 1);
+        assert!(seek(&data, &target).is_err());
+        assert!(DecodedBlock::decode(data.clone()).is_none());
+        assert!(DecodedBlock::decode_from(data, &target).is_none());
     }
 }

@@ -25,15 +25,31 @@ impl Filter {
         b.into_bytes()
     }
 
-    /// Parses a stored filter; `None` for malformed bytes.
+    /// Parses a stored filter; `None` for malformed bytes. The crate accepts an empty bitmap
+    /// (probing it divides by zero) and any probe count, so both are checked here.
     pub fn parse(bytes: &[u8]) -> Option<Filter> {
-        Bloom::from_slice(bytes).ok().map(Filter)
+        let b = Bloom::from_slice(bytes).ok()?;
+        let sane = b.len() > 0 && (1..=64).contains(&b.number_of_hash_functions());
+        sane.then_some(Filter(b))
     }
 
     /// False means the key is certainly absent.
     #[inline]
     pub fn may_contain(&self, hash: u64) -> bool {
         self.0.check(&hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_filters_are_rejected() {
+        assert!(Filter::parse(&[]).is_none());
+        assert!(Filter::parse(&[0xff; 7]).is_none());
+        let f = Filter::parse(&Filter::build(&[1, 2, 3], 0.01)).expect("valid");
+        assert!(f.may_contain(1) && f.may_contain(3));
     }
 }
 
