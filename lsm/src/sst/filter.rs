@@ -29,6 +29,8 @@ impl Filter {
     /// (probing it divides by zero) and any probe count, so both are checked here.
     pub fn parse(bytes: &[u8]) -> Option<Filter> {
         let b = Bloom::from_slice(bytes).ok()?;
+        // Not `!b.is_empty()`: in this crate that means "no bit set", not "no bits".
+        #[allow(clippy::len_zero)]
         let sane = b.len() > 0 && (1..=64).contains(&b.number_of_hash_functions());
         sane.then_some(Filter(b))
     }
@@ -37,6 +39,14 @@ impl Filter {
     #[inline]
     pub fn may_contain(&self, hash: u64) -> bool {
         self.0.check(&hash)
+    }
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter")
+            .field("hash_functions", &self.0.number_of_hash_functions())
+            .finish()
     }
 }
 
@@ -50,13 +60,5 @@ mod tests {
         assert!(Filter::parse(&[0xff; 7]).is_none());
         let f = Filter::parse(&Filter::build(&[1, 2, 3], 0.01)).expect("valid");
         assert!(f.may_contain(1) && f.may_contain(3));
-    }
-}
-
-impl std::fmt::Debug for Filter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Filter")
-            .field("hash_functions", &self.0.number_of_hash_functions())
-            .finish()
     }
 }
