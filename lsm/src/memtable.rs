@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtOrd};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_skiplist::SkipMap;
 
 use crate::key::{self, ValueKind, SEEK_KIND};
@@ -24,15 +24,19 @@ const ENTRY_OVERHEAD: usize = 96;
 /// Internal keys up to this length are kept inline in the node.
 const INLINE: usize = 32;
 
+/// Size of the shared chunks entries are carved from.
+const ARENA_CHUNK: usize = 1 << 20;
+
 struct Entry {
     /// Length of the inline copy of the internal key; 0 when the key is only in `data`.
     inline_len: u8,
     inline: [u8; INLINE],
-    data: Box<[u8]>,
+    /// A slice of one of the memtable's arena chunks.
+    data: Bytes,
 }
 
 impl Entry {
-    fn new(data: Box<[u8]>) -> Self {
+    fn new(data: Bytes) -> Self {
         let mut e = Entry {
             inline_len: 0,
             inline: [0; INLINE],
@@ -125,6 +129,10 @@ pub enum Lookup {
 /// An in-memory sorted table of recent writes; thread-safe for concurrent reads and inserts.
 pub struct Memtable {
     map: SkipMap<Entry, ()>,
+    /// Entries are carved from shared 1 MiB chunks rather than allocated one by one: an insert
+    /// costs no allocator call, and dropping a flushed memtable (on the flush thread) frees a
+    /// few chunks instead of contending with the writer's allocator for every entry.
+    arena: std::sync::Mutex<BytesMut>,
     filter: MemFilter,
     bytes: AtomicUsize,
     max_seq: AtomicU64,
@@ -137,6 +145,7 @@ impl Memtable {
     pub fn new(wal_number: u64, capacity_bytes: usize) -> Self {
         Memtable {
             map: SkipMap::new(),
+            arena: std::sync::Mutex::new(BytesMut::new()),
             // One filter bit per 4 bytes of budget: at least ~16 bits per entry for entries of
             // 64 bytes or more (entries carry 64 bytes of overhead), well under 1% false hits.
             filter: MemFilter::new(capacity_bytes / 4),
@@ -154,13 +163,21 @@ impl Memtable {
     /// Inserts one entry. `value` is the stored payload (with the expiry prefix for `PutTtl`).
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) {
         let ik_len = user_key.len() + key::TRAILER_LEN;
-        let mut buf = Vec::with_capacity(4 + ik_len + value.len());
-        buf.extend_from_slice(&(ik_len as u32).to_le_bytes());
-        key::append_internal_key(&mut buf, user_key, seq, kind as u8);
-        buf.extend_from_slice(value);
-        let size = buf.len() + ENTRY_OVERHEAD;
+        let need = 4 + ik_len + value.len();
+        let data = {
+            let mut a = self.arena.lock().unwrap_or_else(|p| p.into_inner());
+            if a.capacity() - a.len() < need {
+                *a = BytesMut::with_capacity(ARENA_CHUNK.max(need));
+            }
+            a.extend_from_slice(&(ik_len as u32).to_le_bytes());
+            a.extend_from_slice(user_key);
+            a.extend_from_slice(&key::pack_trailer(seq, kind as u8).to_le_bytes());
+            a.extend_from_slice(value);
+            a.split().freeze()
+        };
+        let size = need + ENTRY_OVERHEAD;
         self.filter.insert(crate::sst::filter_hash(user_key));
-        self.map.insert(Entry::new(buf.into_boxed_slice()), ());
+        self.map.insert(Entry::new(data), ());
         self.bytes.fetch_add(size, AtOrd::Relaxed);
         self.max_seq.fetch_max(seq, AtOrd::Relaxed);
     }
