@@ -58,6 +58,7 @@ mod key;
 mod manifest;
 mod memfilter;
 pub mod memtable;
+pub mod object;
 mod options;
 pub mod sst;
 mod stats;

@@ -1,0 +1,288 @@
+//! Objects as files under a directory: `<root>/<key>`, with `/` in keys as subdirectories.
+//!
+//! A put writes `<root>/.tmp/<unique>`, syncs it, and renames it over the target (then syncs the
+//! target's directory), so readers see whole objects only and a crash leaves either the old
+//! object, the new one, or an orphan temporary file that the next `LocalDirStore::open` removes.
+//! Create-if-absent links the temporary file to the target name, which fails atomically if the
+//! target exists.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::{validate_key, ObjectError, ObjectMeta, ObjectOp, ObjectStore};
+
+const TMP_DIR: &str = ".tmp";
+
+/// An object store in a local directory.
+#[derive(Debug)]
+pub struct LocalDirStore {
+    root: PathBuf,
+    next_tmp: AtomicU64,
+}
+
+fn unavailable(op: ObjectOp, key: &str, e: impl std::fmt::Display) -> ObjectError {
+    ObjectError::Unavailable {
+        op,
+        key: key.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn io_err(op: ObjectOp, key: &str, e: std::io::Error) -> ObjectError {
+    if e.kind() == ErrorKind::NotFound {
+        ObjectError::NotFound(key.to_string())
+    } else {
+        unavailable(op, key, e)
+    }
+}
+
+impl LocalDirStore {
+    /// Opens (creating if needed) a store rooted at `root`, removing temporary files left by
+    /// interrupted puts.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, ObjectError> {
+        let root = root.as_ref().to_path_buf();
+        let tmp = root.join(TMP_DIR);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| unavailable(ObjectOp::Put, TMP_DIR, e))?;
+        Ok(LocalDirStore {
+            root,
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory holding the objects.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, ObjectError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Writes `data` to a synced temporary file and returns its path.
+    fn write_tmp(&self, op: ObjectOp, key: &str, data: &[u8]) -> Result<PathBuf, ObjectError> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}-{n}", std::process::id()));
+        let mut f = File::create(&tmp).map_err(|e| unavailable(op, key, e))?;
+        f.write_all(data)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| unavailable(op, key, e))?;
+        Ok(tmp)
+    }
+
+    fn prepare_parent(&self, op: ObjectOp, key: &str, path: &Path) -> Result<PathBuf, ObjectError> {
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| unavailable(op, key, e))?;
+        Ok(parent)
+    }
+
+    fn sync_dir(op: ObjectOp, key: &str, dir: &Path) -> Result<(), ObjectError> {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| unavailable(op, key, e))
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &str,
+        prefix: &str,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<(), ObjectError> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(unavailable(ObjectOp::List, prefix, e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| unavailable(ObjectOp::List, prefix, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if rel.is_empty() && name == TMP_DIR {
+                continue;
+            }
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            // Skip subtrees that cannot contain a match.
+            if !(key.starts_with(prefix) || prefix.starts_with(&key)) {
+                continue;
+            }
+            let md = entry
+                .metadata()
+                .map_err(|e| unavailable(ObjectOp::List, prefix, e))?;
+            if md.is_dir() {
+                self.walk(&entry.path(), &key, prefix, out)?;
+            } else if key.starts_with(prefix) {
+                out.push(ObjectMeta {
+                    key,
+                    size: md.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ObjectStore for LocalDirStore {
+    fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectError> {
+        let op = ObjectOp::Put;
+        let path = self.path(key)?;
+        let tmp = self.write_tmp(op, key, &data)?;
+        let parent = self.prepare_parent(op, key, &path)?;
+        let r = std::fs::rename(&tmp, &path).map_err(|e| unavailable(op, key, e));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r?;
+        Self::sync_dir(op, key, &parent)
+    }
+
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, ObjectError> {
+        let op = ObjectOp::PutIfAbsent;
+        let path = self.path(key)?;
+        let tmp = self.write_tmp(op, key, &data)?;
+        let parent = self.prepare_parent(op, key, &path)?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Self::sync_dir(op, key, &parent).map(|_| true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(unavailable(op, key, e)),
+        }
+    }
+
+    fn supports_put_if_absent(&self) -> bool {
+        true
+    }
+
+    fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
+        let path = self.path(key)?;
+        std::fs::read(&path)
+            .map(Bytes::from)
+            .map_err(|e| io_err(ObjectOp::Get, key, e))
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
+        let op = ObjectOp::GetRange;
+        let path = self.path(key)?;
+        let mut f = File::open(&path).map_err(|e| io_err(op, key, e))?;
+        let size = f.metadata().map_err(|e| unavailable(op, key, e))?.len();
+        if range.start > range.end || range.start > size {
+            return Err(ObjectError::InvalidRange {
+                key: key.to_string(),
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+        let end = range.end.min(size);
+        let len = usize::try_from(end - range.start).map_err(|e| unavailable(op, key, e))?;
+        let mut buf = vec![0u8; len];
+        f.seek(SeekFrom::Start(range.start))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| unavailable(op, key, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn size(&self, key: &str) -> Result<u64, ObjectError> {
+        let path = self.path(key)?;
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| io_err(ObjectOp::Size, key, e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
+        let mut out = Vec::new();
+        self.walk(&self.root, "", prefix, &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable(ObjectOp::Delete, key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_range_list_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalDirStore::open(dir.path()).expect("open");
+        s.put("db/sst/000001.sst", Bytes::from_static(b"hello world"))
+            .expect("put");
+        s.put("db/sst/000002.sst", Bytes::from_static(b"x"))
+            .expect("put");
+        s.put("other/a", Bytes::from_static(b"y")).expect("put");
+        assert_eq!(
+            &s.get("db/sst/000001.sst").expect("get")[..],
+            b"hello world"
+        );
+        assert_eq!(
+            &s.get_range("db/sst/000001.sst", 6..11).expect("range")[..],
+            b"world"
+        );
+        assert_eq!(
+            &s.get_range("db/sst/000001.sst", 6..100).expect("range")[..],
+            b"world"
+        );
+        assert!(matches!(
+            s.get_range("db/sst/000001.sst", 12..20),
+            Err(ObjectError::InvalidRange { .. })
+        ));
+        assert_eq!(s.size("db/sst/000001.sst").expect("size"), 11);
+        let keys: Vec<String> = s
+            .list("db/")
+            .expect("list")
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["db/sst/000001.sst", "db/sst/000002.sst"]);
+        assert_eq!(s.list("").expect("list").len(), 3);
+        assert!(!s
+            .put_if_absent("db/sst/000002.sst", Bytes::from_static(b"z"))
+            .expect("pia"));
+        assert_eq!(&s.get("db/sst/000002.sst").expect("get")[..], b"x");
+        assert!(s
+            .put_if_absent("db/sst/000003.sst", Bytes::from_static(b"z"))
+            .expect("pia"));
+        s.delete("db/sst/000002.sst").expect("delete");
+        s.delete("db/sst/000002.sst").expect("delete absent");
+        assert!(matches!(
+            s.get("db/sst/000002.sst"),
+            Err(ObjectError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.get("../etc/passwd"),
+            Err(ObjectError::InvalidKey { .. })
+        ));
+        // Replacing is atomic and leaves no temporary files behind.
+        s.put("db/sst/000001.sst", Bytes::from_static(b"new"))
+            .expect("put");
+        assert_eq!(&s.get("db/sst/000001.sst").expect("get")[..], b"new");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TMP_DIR))
+                .expect("tmp")
+                .count(),
+            0
+        );
+    }
+}
