@@ -139,6 +139,8 @@ impl Inner {
     /// Pushes everything overlapping `[lo, hi]` down to the deepest level holding data.
     pub(crate) fn compact_range(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Result<()> {
         let _g = lock(&self.compaction_lock);
+        // Tables numbered from here on are written by this call (numbers only grow).
+        let first_new = lock(&self.versions).next_file;
         let in_range = |f: &crate::version::TableFile| {
             let above_lo = match &lo {
                 Bound::Included(l) => f.meta.largest_user() >= l.as_slice(),
@@ -190,14 +192,15 @@ impl Inner {
                 allow_move: false,
             })?;
         }
-        // Then rewrite, in place, the tables of the bottom level that still hold something to
-        // drop: tombstones, or sequence numbers that can now be zeroed.
+        // Then rewrite, in place, the bottom-level tables in range that this call did not just
+        // write: they may hold tombstones, sequence numbers that can now be zeroed, or values
+        // that have expired since they were written.
         let v = self.sv.load().version.clone();
         let bottom = (1..v.levels.len()).rev().find(|&l| !v.levels[l].is_empty());
         if let Some(level) = bottom {
             let inputs: Vec<_> = v.levels[level]
                 .iter()
-                .filter(|f| in_range(f) && (f.meta.deletions > 0 || f.meta.max_seq > 0))
+                .filter(|f| in_range(f) && f.meta.number < first_new)
                 .cloned()
                 .collect();
             if !inputs.is_empty() {
