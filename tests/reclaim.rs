@@ -41,6 +41,16 @@ fn fill(db: &Db, n: usize, tag: u8) {
     }
 }
 
+fn delete_all(db: &Db, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut b = WriteBatch::new();
+        for &i in chunk {
+            b.delete(format!("key{i:06}"));
+        }
+        db.write(b).expect("delete");
+    }
+}
+
 fn entries(db: &Db) -> (u64, usize) {
     let s = db.stats();
     (s.total_sst_bytes(), s.levels.iter().map(|l| l.files).sum())
@@ -73,13 +83,7 @@ fn deletes_and_overwrites_are_reclaimed() {
     );
 
     // Delete everything: a full compaction leaves no table at all.
-    for chunk in (0..5_000).collect::<Vec<_>>().chunks(500) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.delete(format!("key{i:06}"));
-        }
-        db.write(b).expect("delete");
-    }
+    delete_all(&db, 5_000);
     db.compact_range::<&[u8], _>(..).expect("compact");
     assert_eq!(entries(&db), (0, 0), "tombstones or deleted data left");
     assert_eq!(db.iter().count(), 0);
@@ -92,13 +96,7 @@ fn a_snapshot_pins_what_it_sees_until_dropped() {
     let db = Db::open(dir.path(), opts(clock)).expect("open");
     fill(&db, 2_000, 1);
     let snap = db.snapshot();
-    for chunk in (0..2_000).collect::<Vec<_>>().chunks(500) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.delete(format!("key{i:06}"));
-        }
-        db.write(b).expect("delete");
-    }
+    delete_all(&db, 2_000);
     db.compact_range::<&[u8], _>(..).expect("compact");
     // The snapshot still reads every value, so the data must still be on disk.
     assert_eq!(snap.iter().count(), 2_000);
