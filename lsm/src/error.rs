@@ -67,6 +67,10 @@ pub enum Error {
     /// so that nothing is acknowledged that recovery could not replay.
     #[error("background error, database is read-only until reopened: {0}")]
     Background(Box<Error>),
+    /// The object store holding a cold table could not serve a read (after the store's own
+    /// retries). Nothing wrong was returned; the read can be retried later.
+    #[error("object store unavailable: {0}")]
+    Unavailable(String),
     /// The database is closing or closed.
     #[error("database is closed")]
     Closed,

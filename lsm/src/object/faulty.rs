@@ -228,6 +228,10 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
         self.call(ObjectOp::GetRange, key, || self.inner.get_range(key, range))
     }
+    fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64), ObjectError> {
+        // A suffix read is a ranged GET in S3 terms, and is counted as one.
+        self.call(ObjectOp::GetRange, key, || self.inner.get_suffix(key, len))
+    }
     fn size(&self, key: &str) -> Result<u64, ObjectError> {
         self.call(ObjectOp::Size, key, || self.inner.size(key))
     }

@@ -195,6 +195,20 @@ impl ObjectStore for LocalDirStore {
         Ok(Bytes::from(buf))
     }
 
+    fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64), ObjectError> {
+        let op = ObjectOp::GetRange;
+        let path = self.path(key)?;
+        let mut f = File::open(&path).map_err(|e| io_err(op, key, e))?;
+        let size = f.metadata().map_err(|e| unavailable(op, key, e))?.len();
+        let start = size.saturating_sub(len);
+        let n = usize::try_from(size - start).map_err(|e| unavailable(op, key, e))?;
+        let mut buf = vec![0u8; n];
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| unavailable(op, key, e))?;
+        Ok((Bytes::from(buf), size))
+    }
+
     fn size(&self, key: &str) -> Result<u64, ObjectError> {
         let path = self.path(key)?;
         std::fs::metadata(&path)
@@ -249,6 +263,15 @@ mod tests {
             Err(ObjectError::InvalidRange { .. })
         ));
         assert_eq!(s.size("db/sst/000001.sst").expect("size"), 11);
+        let (tail, size) = s.get_suffix("db/sst/000001.sst", 5).expect("suffix");
+        assert_eq!((&tail[..], size), (&b"world"[..], 11));
+        assert_eq!(
+            s.get_suffix("db/sst/000001.sst", 99)
+                .expect("suffix")
+                .0
+                .len(),
+            11
+        );
         let keys: Vec<String> = s
             .list("db/")
             .expect("list")

@@ -112,6 +112,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// end, a range starting past the end is an error.
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError>;
 
+    /// The last `len` bytes of the object (all of it when shorter) and the object's size, in one
+    /// request (S3's `Range: bytes=-len`).
+    fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64), ObjectError>;
+
     /// Size of the object.
     fn size(&self, key: &str) -> Result<u64, ObjectError>;
 

@@ -23,6 +23,7 @@ pub mod builder;
 pub mod filter;
 pub mod props;
 pub mod reader;
+mod source;
 
 pub use builder::TableBuilder;
 pub use props::Properties;

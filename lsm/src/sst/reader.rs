@@ -2,17 +2,20 @@
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::block::{self, DecodedBlock};
 use super::filter::Filter;
 use super::props::Properties;
+use super::source::{self, Source};
 use super::{BlockHandle, BLOCK_TRAILER_LEN, COMPRESSION_LZ4, COMPRESSION_NONE, FOOTER_LEN};
 use crate::cache::{BlockCache, BlockKey};
 use crate::coding::{u32_at, u64_at, Reader};
 use crate::error::IoContext;
 use crate::key::cmp_internal;
+use crate::object::ObjectStore;
 use crate::{Error, Result};
 
 struct IndexEntry {
@@ -25,7 +28,7 @@ struct IndexEntry {
 pub struct Table {
     number: u64,
     path: PathBuf,
-    file: Bytes,
+    src: Source,
     index: Vec<IndexEntry>,
     filter: Option<Filter>,
     props: Properties,
@@ -43,58 +46,117 @@ impl std::fmt::Debug for Table {
     }
 }
 
+/// Reads the footer at the end of `tail`: the handles of the filter, index and properties
+/// blocks, after checking magic, checksum and version.
+fn parse_footer(tail: &[u8], label: &Path) -> Result<[BlockHandle; 3]> {
+    let corrupt = |d: String| Error::corruption(label, d);
+    let footer = tail
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .map(|s| &tail[s..])
+        .ok_or_else(|| corrupt("shorter than the footer".into()))?;
+    if u64_at(footer, 56) != Some(super::MAGIC) {
+        return Err(corrupt("bad magic number".into()));
+    }
+    if u32_at(footer, 52) != Some(crc32fast::hash(&footer[..52])) {
+        return Err(corrupt("footer checksum mismatch".into()));
+    }
+    let version = u32_at(footer, 48).unwrap_or(0);
+    if version != super::FORMAT_VERSION {
+        return Err(corrupt(format!("unsupported format version {version}")));
+    }
+    let handle = |i: usize| BlockHandle {
+        offset: u64_at(footer, i * 16).unwrap_or(u64::MAX),
+        size: u64_at(footer, i * 16 + 8).unwrap_or(u64::MAX),
+    };
+    Ok([handle(0), handle(1), handle(2)])
+}
+
 impl Table {
     /// Maps and validates the table at `path`. `cache_id` distinguishes databases sharing `cache`.
     pub fn open(path: &Path, number: u64, cache: BlockCache, cache_id: u64) -> Result<Table> {
         let f = std::fs::File::open(path).ctx(|| format!("opening table {}", path.display()))?;
-        let len = f
-            .metadata()
-            .ctx(|| format!("reading metadata of {}", path.display()))?
-            .len();
-        let corrupt = |d: &str| Error::corruption(path, d.to_string());
-        if (len as usize) < FOOTER_LEN {
-            return Err(corrupt("file shorter than the footer"));
-        }
         // SAFETY: tables are immutable once written and never modified in place; the map is
         // read-only. Truncation by another process is outside the engine's contract.
         let map =
             unsafe { memmap2::Mmap::map(&f) }.ctx(|| format!("mapping {}", path.display()))?;
-        let file = Bytes::from_owner(map);
-        let mut footer = [0u8; FOOTER_LEN];
-        footer.copy_from_slice(&file[file.len() - FOOTER_LEN..]);
-        let footer = &footer[..];
-        if u64_at(footer, 56) != Some(super::MAGIC) {
-            return Err(corrupt("bad magic number"));
+        let src = Source::Local(Bytes::from_owner(map));
+        Self::from_source(src, path.to_path_buf(), number, cache, cache_id)
+    }
+
+    /// Opens a table stored as object `key`. Its metadata comes from `meta_path` when a valid
+    /// copy is saved there, otherwise from one suffix GET of `tail_hint` bytes (one more ranged
+    /// GET if the metadata is larger), and is then saved to `meta_path`. Data blocks are read
+    /// with one ranged GET each, through the block cache.
+    pub fn open_remote(
+        store: Arc<dyn ObjectStore>,
+        key: &str,
+        number: u64,
+        cache: BlockCache,
+        cache_id: u64,
+        meta_path: Option<&Path>,
+        tail_hint: u64,
+    ) -> Result<Table> {
+        let label = PathBuf::from(key);
+        if let Some(saved) = meta_path.and_then(|p| source::load(p, store.clone(), key)) {
+            let t = Self::from_source(
+                Source::Remote(saved),
+                label.clone(),
+                number,
+                cache.clone(),
+                cache_id,
+            );
+            match t {
+                Ok(t) => return Ok(t),
+                Err(e) if e.is_corruption() => {
+                    tracing::warn!(key, error = %e, "saved table metadata unusable; fetching it again");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        if u32_at(footer, 52) != Some(crc32fast::hash(&footer[..52])) {
-            return Err(corrupt("footer checksum mismatch"));
+        let remote = source::fetch(store, key, tail_hint, &label, |tail| {
+            Ok(parse_footer(tail, &label)?[0].offset)
+        })?;
+        let t = Self::from_source(Source::Remote(remote), label, number, cache, cache_id)?;
+        if let (Some(p), Source::Remote(r)) = (meta_path, &t.src) {
+            source::save(p, r)?;
         }
-        let version = u32_at(footer, 48).unwrap_or(0);
-        if version != super::FORMAT_VERSION {
-            return Err(corrupt(&format!("unsupported format version {version}")));
+        Ok(t)
+    }
+
+    fn from_source(
+        src: Source,
+        path: PathBuf,
+        number: u64,
+        cache: BlockCache,
+        cache_id: u64,
+    ) -> Result<Table> {
+        let len = src.len();
+        if len < FOOTER_LEN as u64 {
+            return Err(Error::corruption(&path, "shorter than the footer"));
         }
-        let handle = |i: usize| BlockHandle {
-            offset: u64_at(footer, i * 16).unwrap_or(u64::MAX),
-            size: u64_at(footer, i * 16 + 8).unwrap_or(u64::MAX),
-        };
+        let footer = src.read(len - FOOTER_LEN as u64, len, &path)?;
+        let [fh, ih, ph] = parse_footer(&footer, &path)?;
         let mut t = Table {
             number,
-            path: path.to_path_buf(),
-            file,
+            path,
+            src,
             index: Vec::new(),
             filter: None,
             props: Properties::default(),
             cache,
             cache_id,
         };
-        let fb = t.read_raw(handle(0))?;
-        t.filter = Some(Filter::parse(&fb).ok_or_else(|| corrupt("malformed filter block"))?);
-        let ib = t.read_raw(handle(1))?;
-        t.index = parse_index(&ib).ok_or_else(|| corrupt("malformed index block"))?;
-        let pb = t.read_raw(handle(2))?;
-        t.props = Properties::decode(&pb).ok_or_else(|| corrupt("malformed properties block"))?;
+        let corrupt = |t: &Table, d: &str| Error::corruption(&t.path, d.to_string());
+        let fb = t.read_raw(fh)?;
+        t.filter = Some(Filter::parse(&fb).ok_or_else(|| corrupt(&t, "malformed filter block"))?);
+        let ib = t.read_raw(ih)?;
+        t.index = parse_index(&ib).ok_or_else(|| corrupt(&t, "malformed index block"))?;
+        let pb = t.read_raw(ph)?;
+        t.props =
+            Properties::decode(&pb).ok_or_else(|| corrupt(&t, "malformed properties block"))?;
         if t.index.is_empty() {
-            return Err(corrupt("table has no data blocks"));
+            return Err(corrupt(&t, "table has no data blocks"));
         }
         Ok(t)
     }
@@ -123,23 +185,24 @@ impl Table {
     /// Verifies a block's checksum and returns its decompressed payload.
     fn read_raw(&self, h: BlockHandle) -> Result<Bytes> {
         let corrupt = |d: String| Error::corruption(&self.path, d);
-        let start = usize::try_from(h.offset).map_err(|_| corrupt("bad block offset".into()))?;
-        let size = usize::try_from(h.size).map_err(|_| corrupt("bad block size".into()))?;
+        let (start, size) = (h.offset, h.size);
         let end = start
             .checked_add(size)
-            .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN))
-            .filter(|&e| e <= self.file.len() - FOOTER_LEN)
+            .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN as u64))
+            .filter(|&e| e <= self.src.len() - FOOTER_LEN as u64)
             .ok_or_else(|| corrupt(format!("block at {start}+{size} outside the file")))?;
-        let payload = &self.file[start..start + size];
-        let kind = self.file[start + size];
+        let raw = self.src.read(start, end, &self.path)?;
+        let size = raw.len() - BLOCK_TRAILER_LEN;
+        let payload = &raw[..size];
+        let kind = raw[size];
         let mut crc = crc32fast::Hasher::new();
         crc.update(payload);
         crc.update(&[kind]);
-        if u32_at(&self.file, end - 4) != Some(crc.finalize()) {
+        if u32_at(&raw, size + 1) != Some(crc.finalize()) {
             return Err(corrupt(format!("checksum mismatch in block at {start}")));
         }
         match kind {
-            COMPRESSION_NONE => Ok(self.file.slice(start..start + size)),
+            COMPRESSION_NONE => Ok(raw.slice(..size)),
             COMPRESSION_LZ4 => {
                 let n =
                     u32_at(payload, 0).ok_or_else(|| corrupt("short lz4 block".into()))? as usize;
