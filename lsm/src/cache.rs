@@ -8,7 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::sst::Table;
+use crate::version::FileMeta;
 use crate::Result;
+
+/// Bytes fetched by the suffix GET that opens a cold table whose metadata is not saved locally:
+/// enough for the footer, index and filter of a table of a few MiB in one request.
+const COLD_TAIL_HINT: u64 = 256 << 10;
 
 /// Identifies a data block: the database (caches can be shared), the file, the offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +108,7 @@ impl BlockCache {
 /// readers holding the `Arc` keep using it.
 pub(crate) struct TableCache {
     dir: PathBuf,
+    cold: Option<crate::ColdTier>,
     cache: quick_cache::sync::Cache<u64, Arc<Table>>,
     blocks: BlockCache,
     cache_id: u64,
@@ -111,9 +117,16 @@ pub(crate) struct TableCache {
 }
 
 impl TableCache {
-    pub(crate) fn new(dir: PathBuf, capacity: usize, blocks: BlockCache, cache_id: u64) -> Self {
+    pub(crate) fn new(
+        dir: PathBuf,
+        cold: Option<crate::ColdTier>,
+        capacity: usize,
+        blocks: BlockCache,
+        cache_id: u64,
+    ) -> Self {
         TableCache {
             dir,
+            cold,
             cache: quick_cache::sync::Cache::new(capacity),
             blocks,
             cache_id,
@@ -122,21 +135,65 @@ impl TableCache {
         }
     }
 
-    pub(crate) fn get(&self, number: u64) -> Result<Arc<Table>> {
+    pub(crate) fn get(&self, meta: &FileMeta) -> Result<Arc<Table>> {
+        let number = meta.number;
         if let Some(t) = self.cache.get(&number) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(t);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let path = crate::fsutil::sst_path(&self.dir, number);
-        let t = Arc::new(Table::open(
-            &path,
-            number,
-            self.blocks.clone(),
-            self.cache_id,
-        )?);
+        let t = match (&self.cold, meta.cold) {
+            (Some(c), true) => Table::open_remote(
+                c.store.clone(),
+                &self.cold_key(number),
+                number,
+                self.blocks.clone(),
+                self.cache_id,
+                Some(&self.meta_path(number)),
+                COLD_TAIL_HINT,
+            )?,
+            (None, true) => {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "table {number} is in an object store, but no cold tier is configured"
+                )))
+            }
+            (_, false) => Table::open(
+                &crate::fsutil::sst_path(&self.dir, number),
+                number,
+                self.blocks.clone(),
+                self.cache_id,
+            )?,
+        };
+        let t = Arc::new(t);
         self.cache.insert(number, t.clone());
         Ok(t)
+    }
+
+    /// The cold tier, when configured.
+    pub(crate) fn cold(&self) -> Option<&crate::ColdTier> {
+        self.cold.as_ref()
+    }
+
+    /// Object key of cold table `number`.
+    pub(crate) fn cold_key(&self, number: u64) -> String {
+        let prefix = self.cold.as_ref().map_or("", |c| c.prefix.as_str());
+        format!("{prefix}/sst/{number:06}.sst")
+    }
+
+    /// Local file holding the metadata of cold table `number`.
+    pub(crate) fn meta_path(&self, number: u64) -> PathBuf {
+        self.dir.join(format!("{number:06}.meta"))
+    }
+
+    /// Deletes an obsolete cold table: its object and its local metadata. A failure leaves an
+    /// orphan object, which the next open sweeps.
+    pub(crate) fn delete_cold(&self, number: u64) {
+        let _ = std::fs::remove_file(self.meta_path(number));
+        if let Some(c) = &self.cold {
+            if let Err(e) = c.store.delete(&self.cold_key(number)) {
+                tracing::warn!(table = number, error = %e, "could not delete obsolete cold table");
+            }
+        }
     }
 
     pub(crate) fn evict(&self, number: u64) {

@@ -72,7 +72,7 @@ pub use error::{Error, Result};
 pub use iter::db_iter::Iter;
 pub use key::{ValueKind, MAX_SEQ};
 pub use options::{
-    Clock, Compression, ManualClock, Options, SystemClock, WriteOptions, MAX_BATCH_LEN,
+    Clock, ColdTier, Compression, ManualClock, Options, SystemClock, WriteOptions, MAX_BATCH_LEN,
     MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use stats::{LevelStats, Stats};

@@ -9,6 +9,7 @@
 //!        | 5 varint level varint number varint size bytes smallest bytes largest
 //!          varint min_seq varint max_seq varint entries varint deletions  (file added)
 //!        | 6 varint format_version
+//!        | 7 (as 5, for a table stored in the object store)
 //! bytes := varint len | len bytes
 //! ```
 //! `CURRENT` holds `MANIFEST-NNNNNN\n` and is replaced atomically (write, sync, rename). Replay
@@ -59,7 +60,7 @@ impl VersionEdit {
             put_varint(&mut b, *number);
         }
         for (level, m) in &self.added {
-            put_varint(&mut b, 5);
+            put_varint(&mut b, if m.cold { 7 } else { 5 });
             put_varint(&mut b, *level as u64);
             put_varint(&mut b, m.number);
             put_varint(&mut b, m.size);
@@ -83,7 +84,7 @@ impl VersionEdit {
                 4 => e
                     .deleted
                     .push((usize::try_from(r.varint()?).ok()?, r.varint()?)),
-                5 => {
+                tag @ (5 | 7) => {
                     let level = usize::try_from(r.varint()?).ok()?;
                     let number = r.varint()?;
                     let size = r.varint()?;
@@ -103,6 +104,7 @@ impl VersionEdit {
                         max_seq: r.varint()?,
                         entries: r.varint()?,
                         deletions: r.varint()?,
+                        cold: tag == 7,
                     };
                     e.added.push((level, meta));
                 }
@@ -277,6 +279,7 @@ mod tests {
                     max_seq: 2,
                     entries: 10,
                     deletions: 1,
+                    cold: true,
                 },
             )],
         };

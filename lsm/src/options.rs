@@ -68,6 +68,28 @@ impl Clock for ManualClock {
     }
 }
 
+/// Where levels below L0 live when they are not on local disk.
+#[derive(Clone)]
+pub struct ColdTier {
+    /// The object store holding cold tables.
+    pub store: std::sync::Arc<dyn crate::object::ObjectStore>,
+    /// Prefix of every object key of this database (`<prefix>/sst/<number>.sst`); databases
+    /// sharing a store must use different prefixes.
+    pub prefix: String,
+    /// First level stored in the object store (default 1: everything below L0).
+    pub first_level: usize,
+}
+
+impl std::fmt::Debug for ColdTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdTier")
+            .field("store", &self.store)
+            .field("prefix", &self.prefix)
+            .field("first_level", &self.first_level)
+            .finish()
+    }
+}
+
 /// Options of one database, fixed at [`Db::open`](crate::Db::open).
 ///
 /// Defaults follow RocksDB's where the concept is the same (64 MiB memtable, 4 KiB blocks, L0
@@ -123,6 +145,8 @@ pub struct Options {
     pub pending_compaction_bytes_stop: u64,
     /// Wall clock used for TTL expiry.
     pub clock: Arc<dyn Clock>,
+    /// Keep levels from `first_level` down in an object store (default: everything local).
+    pub cold_tier: Option<ColdTier>,
 }
 
 impl Default for Options {
@@ -151,6 +175,7 @@ impl Default for Options {
             pending_compaction_bytes_slowdown: 64 << 30,
             pending_compaction_bytes_stop: 256 << 30,
             clock: Arc::new(SystemClock),
+            cold_tier: None,
         }
     }
 }
@@ -181,6 +206,14 @@ impl Options {
         }
         if self.max_immutable_memtables == 0 || self.max_open_tables == 0 {
             return bad("max_immutable_memtables and max_open_tables must be positive");
+        }
+        if let Some(c) = &self.cold_tier {
+            if c.first_level == 0 || c.first_level >= self.num_levels {
+                return bad("cold_tier.first_level must be between 1 and num_levels - 1");
+            }
+            if crate::object::validate_key(&format!("{}/sst/0.sst", c.prefix)).is_err() {
+                return bad("cold_tier.prefix must be a valid object key prefix");
+            }
         }
         if self.level_size_multiplier < 2 || self.target_file_size < 4096 {
             return bad("level_size_multiplier must be >= 2 and target_file_size >= 4096");

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
     pub pending_compaction_bytes: AtomicU64,
+    pub cold_bytes_uploaded: AtomicU64,
 }
 
 /// Files and bytes of one level.
@@ -70,6 +71,8 @@ pub struct Stats {
     pub bytes_compacted_written: u64,
     /// Estimated bytes compaction still owes.
     pub pending_compaction_bytes: u64,
+    /// Bytes of tables uploaded to the cold tier.
+    pub cold_bytes_uploaded: u64,
     /// Block cache lookups that hit.
     pub block_cache_hits: u64,
     /// Block cache lookups that missed.
@@ -121,6 +124,7 @@ impl Stats {
             bytes_compacted_read: g(&c.compaction_bytes_read),
             bytes_compacted_written: g(&c.compaction_bytes_written),
             pending_compaction_bytes: g(&c.pending_compaction_bytes),
+            cold_bytes_uploaded: g(&c.cold_bytes_uploaded),
             block_cache_hits: blocks.hits(),
             block_cache_misses: blocks.misses(),
             block_cache_usage: blocks.usage(),

@@ -22,6 +22,8 @@ pub(crate) struct FileMeta {
     pub max_seq: u64,
     pub entries: u64,
     pub deletions: u64,
+    /// Stored in the object store rather than as a local file.
+    pub cold: bool,
 }
 
 impl FileMeta {
@@ -35,6 +37,7 @@ impl FileMeta {
             max_seq: p.max_seq,
             entries: p.entries,
             deletions: p.deletions,
+            cold: false,
         }
     }
     pub fn smallest_user(&self) -> &[u8] {
@@ -77,7 +80,9 @@ impl Drop for TableFile {
     fn drop(&mut self) {
         if self.obsolete.load(AtOrd::Acquire) {
             self.tables.evict(self.meta.number);
-            if let Err(e) = std::fs::remove_file(&self.path) {
+            if self.meta.cold {
+                self.tables.delete_cold(self.meta.number);
+            } else if let Err(e) = std::fs::remove_file(&self.path) {
                 tracing::warn!(path = %self.path.display(), error = %e, "could not delete obsolete table");
             }
         }

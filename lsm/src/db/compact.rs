@@ -30,7 +30,13 @@ impl Inner {
             edit.deleted.push((c.output_level, f.meta.number));
         }
         // (`level == output_level` rewrites tables in place: the same edit deletes and adds.)
-        if c.is_trivial_move() {
+        let cold_output = self
+            .tables
+            .cold()
+            .is_some_and(|t| c.output_level >= t.first_level);
+        // A local table moving into the cold tier must be uploaded: rewrite it instead.
+        let crosses_tier = cold_output && c.inputs.iter().any(|f| !f.meta.cold);
+        if c.is_trivial_move() && !crosses_tier {
             edit.added.push((c.output_level, c.inputs[0].meta.clone()));
             let mut vs = lock(&self.versions);
             self.install(&mut vs, edit, None)?;
@@ -43,7 +49,7 @@ impl Inner {
         let mut read_bytes = 0u64;
         if c.level == 0 {
             for f in &c.inputs {
-                let t = self.tables.get(f.meta.number)?;
+                let t = self.tables.get(&f.meta)?;
                 sources.push(Box::new(TableSource::new(t, None, false, false)?));
             }
         } else {
@@ -106,12 +112,21 @@ impl Inner {
             Ok(()) => out.finish(),
             Err(e) => Err(e),
         };
-        let (metas, written) = match outputs {
+        let uploaded = outputs.and_then(|(mut metas, written)| {
+            if cold_output {
+                for m in metas.iter_mut() {
+                    self.upload(m)?;
+                }
+            }
+            Ok((metas, written))
+        });
+        let (metas, written) = match uploaded {
             Ok(x) => x,
             Err(e) => {
-                // Nothing names these yet.
+                // Nothing names these yet (objects already uploaded are swept at open).
                 for n in started {
                     let _ = std::fs::remove_file(fsutil::sst_path(&self.dir, n));
+                    let _ = std::fs::remove_file(self.tables.meta_path(n));
                 }
                 return Err(e);
             }
@@ -218,10 +233,35 @@ impl Inner {
 
     fn run_manual(&self, c: &Compaction) -> Result<()> {
         self.run_compaction(c).inspect_err(|e| {
-            if !matches!(e, Error::Closed) {
+            if !matches!(e, Error::Closed | Error::Unavailable(_)) {
                 self.set_bg_error(e.clone());
             }
         })
+    }
+
+    /// Uploads a finished output table to the cold tier and saves its metadata locally; the
+    /// local file goes once the object holds it. Runs before the manifest edit that names the
+    /// table, so a crash in between leaves only an orphan object, never a missing one.
+    fn upload(&self, m: &mut crate::version::FileMeta) -> Result<()> {
+        let Some(cold) = self.tables.cold() else {
+            return Ok(());
+        };
+        let path = fsutil::sst_path(&self.dir, m.number);
+        let bytes = bytes::Bytes::from(
+            std::fs::read(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?,
+        );
+        let key = self.tables.cold_key(m.number);
+        cold.store
+            .put(&key, bytes.clone())
+            .map_err(|e| crate::sst::source_error(&path, e))?;
+        crate::sst::save_meta(&bytes, &path, &self.tables.meta_path(m.number))?;
+        m.cold = true;
+        let _ = std::fs::remove_file(&path);
+        self.stats
+            .cold_bytes_uploaded
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -254,6 +294,16 @@ pub(crate) fn compaction_loop(inner: Arc<Inner>) {
                     inner.bg_cv.notify_all();
                 }
                 Err(Error::Closed) => return,
+                Err(Error::Unavailable(e)) => {
+                    // The object store is down: writes go on into L0 until backpressure; try
+                    // again after a pause (or the next flush).
+                    tracing::warn!(error = %e, "compaction paused: object store unavailable");
+                    let bg = lock(&inner.bg);
+                    let _ = inner
+                        .bg_cv
+                        .wait_timeout(bg, std::time::Duration::from_secs(1));
+                    break;
+                }
                 Err(e) => {
                     inner.set_bg_error(e);
                     break;

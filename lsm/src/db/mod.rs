@@ -332,7 +332,7 @@ impl Inner {
             .filter(|f| f.meta.min_seq <= seq && f.meta.overlaps(user_key, user_key));
         let deeper = (1..v.levels.len()).filter_map(|l| v.find_file(l, user_key));
         for f in l0.chain(deeper) {
-            let t = self.tables.get(f.meta.number)?;
+            let t = self.tables.get(&f.meta)?;
             if !t.may_contain(hash) {
                 continue;
             }
@@ -376,7 +376,7 @@ impl Inner {
             sources.push(Box::new(MemSource::new(m.clone(), start, reverse)));
         }
         for f in &sv.version.levels[0] {
-            let t = self.tables.get(f.meta.number)?;
+            let t = self.tables.get(&f.meta)?;
             sources.push(Box::new(TableSource::new(t, start, reverse, fill_cache)?));
         }
         for files in sv.version.levels.iter().skip(1) {

@@ -166,6 +166,38 @@ fn max_file_number(dir: &Path) -> Result<u64> {
         .unwrap_or(0))
 }
 
+/// Deletes objects of this database's prefix that no table of the version names: uploads whose
+/// manifest edit never happened, and deletions that failed. A store that cannot be listed now
+/// is swept at a later open; opening does not depend on it.
+fn sweep_objects(
+    cold: &crate::ColdTier,
+    tables: &TableCache,
+    live: &std::collections::HashSet<u64>,
+) -> u64 {
+    let prefix = format!("{}/sst/", cold.prefix);
+    let objects = match cold.store.list(&prefix) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "object store not listed; orphan objects stay until a later open");
+            return 0;
+        }
+    };
+    let mut deleted = 0;
+    for o in objects {
+        let number = o
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".sst"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if number.is_some_and(|n| !live.contains(&n) && tables.cold_key(n) == o.key)
+            && cold.store.delete(&o.key).is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    deleted
+}
+
 pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     opts.validate()?;
     if !dir.exists() {
@@ -188,13 +220,24 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     let cache_id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
     let tables = Arc::new(TableCache::new(
         dir.to_path_buf(),
+        opts.cold_tier.clone(),
         opts.max_open_tables,
         blocks,
         cache_id,
     ));
 
-    // Every table the manifest names must be there, whole.
+    // Every local table the manifest names must be there, whole. (Cold tables are checked when
+    // first read: listing the store here would make opening depend on it being up.)
     for m in rec.levels.iter().flat_map(|l| l.values()) {
+        if m.cold {
+            if opts.cold_tier.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "table {} is in an object store; open with Options::cold_tier set",
+                    m.number
+                )));
+            }
+            continue;
+        }
         let p = fsutil::sst_path(dir, m.number);
         match std::fs::metadata(&p) {
             Ok(md) if md.len() == m.size => {}
@@ -279,7 +322,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     }
 
     // Everything not referenced now is garbage from an earlier run or an interrupted operation.
-    let live: std::collections::HashSet<u64> = base.added.iter().map(|(_, m)| m.number).collect();
+    let live = |cold: bool| -> std::collections::HashSet<u64> {
+        base.added
+            .iter()
+            .filter(|(_, m)| m.cold == cold)
+            .map(|(_, m)| m.number)
+            .collect()
+    };
+    let (live, live_cold) = (live(false), live(true));
     for e in std::fs::read_dir(dir)
         .ctx(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -292,11 +342,22 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             }
             _ if wal::parse_segment_name(&name).is_some_and(|n| n != wal_number) => true,
             _ if manifest::parse_manifest_name(&name).is_some_and(|n| n != manifest_number) => true,
+            _ if name
+                .strip_suffix(".meta")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| !live_cold.contains(&n)) =>
+            {
+                true
+            }
             _ => name.ends_with(".tmp"),
         };
         if obsolete {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+
+    if let Some(cold) = &opts.cold_tier {
+        report.orphan_files_deleted += sweep_objects(cold, &tables, &live_cold);
     }
 
     let pending = crate::compaction::leveled::pending_bytes(&version, &opts);

@@ -247,7 +247,7 @@ impl LevelSource {
     fn open_from(&mut self, mut start: Start<'_>) -> Result<()> {
         self.cur = None;
         while let Some(f) = self.files.get(self.idx) {
-            let table = self.tables.get(f.meta.number)?;
+            let table = self.tables.get(&f.meta)?;
             let src = TableSource::new(table, start, self.reverse, self.fill_cache)?;
             if src.valid() {
                 self.cur = Some(src);

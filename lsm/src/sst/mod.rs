@@ -27,7 +27,9 @@ mod source;
 
 pub use builder::TableBuilder;
 pub use props::Properties;
+pub(crate) use reader::save_meta;
 pub use reader::Table;
+pub(crate) use source::object_error as source_error;
 
 /// Format version written in every footer.
 pub const FORMAT_VERSION: u32 = 1;

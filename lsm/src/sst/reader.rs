@@ -72,6 +72,18 @@ fn parse_footer(tail: &[u8], label: &Path) -> Result<[BlockHandle; 3]> {
     Ok([handle(0), handle(1), handle(2)])
 }
 
+/// Saves the metadata tail of a finished table (the bytes of its file) to `meta_path`, exactly
+/// as `Table::open_remote` would after fetching it from an object holding the same bytes: a
+/// table uploaded by this node never needs its metadata downloaded.
+pub(crate) fn save_meta(file: &[u8], label: &Path, meta_path: &Path) -> Result<()> {
+    let [fh, _, _] = parse_footer(file, label)?;
+    let start = usize::try_from(fh.offset)
+        .ok()
+        .filter(|&s| s <= file.len())
+        .ok_or_else(|| Error::corruption(label, "filter offset outside the file"))?;
+    source::save(meta_path, file.len() as u64, fh.offset, &file[start..])
+}
+
 impl Table {
     /// Maps and validates the table at `path`. `cache_id` distinguishes databases sharing `cache`.
     pub fn open(path: &Path, number: u64, cache: BlockCache, cache_id: u64) -> Result<Table> {
@@ -119,7 +131,7 @@ impl Table {
         })?;
         let t = Self::from_source(Source::Remote(remote), label, number, cache, cache_id)?;
         if let (Some(p), Source::Remote(r)) = (meta_path, &t.src) {
-            source::save(p, r)?;
+            source::save(p, r.size, r.tail_start, &r.tail)?;
         }
         Ok(t)
     }

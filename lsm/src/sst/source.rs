@@ -130,15 +130,16 @@ pub(crate) fn fetch(
     })
 }
 
-/// Saves a cold table's tail so a restart does not download it again.
-pub(crate) fn save(path: &Path, r: &Remote) -> Result<()> {
-    let mut b = Vec::with_capacity(META_HEADER + r.tail.len());
+/// Saves a cold table's tail (`tail` starts at `tail_start` of an object of `size` bytes) so a
+/// restart does not download it again.
+pub(crate) fn save(path: &Path, size: u64, tail_start: u64, tail: &[u8]) -> Result<()> {
+    let mut b = Vec::with_capacity(META_HEADER + tail.len());
     b.extend_from_slice(&META_MAGIC.to_le_bytes());
     b.extend_from_slice(&META_VERSION.to_le_bytes());
-    b.extend_from_slice(&r.size.to_le_bytes());
-    b.extend_from_slice(&r.tail_start.to_le_bytes());
-    b.extend_from_slice(&crc32fast::hash(&r.tail).to_le_bytes());
-    b.extend_from_slice(&r.tail);
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&tail_start.to_le_bytes());
+    b.extend_from_slice(&crc32fast::hash(tail).to_le_bytes());
+    b.extend_from_slice(tail);
     crate::fsutil::write_atomic(path, &b)
 }
 
