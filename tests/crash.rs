@@ -24,6 +24,8 @@ const CHILD_DIR: &str = "STRATA_CRASH_CHILD_DIR";
 /// First key index the child writes, and the seed of its write pattern.
 const CHILD_START: &str = "STRATA_CRASH_CHILD_START";
 const CHILD_SEED: &str = "STRATA_CRASH_CHILD_SEED";
+/// Set in the child when levels below L0 live in an object store.
+const CHILD_COLD: &str = "STRATA_CRASH_CHILD_COLD";
 /// Once the store holds this many keys the loop starts over in a fresh directory, which bounds
 /// the cost of the full verification scan after each kill.
 const KEY_CAP: u64 = 30_000;
@@ -40,6 +42,22 @@ fn options() -> Options {
     }
 }
 
+/// `options()`, with levels below L0 in an object store (a local directory beside `dir`, so
+/// parent and child agree on it) when `cold`.
+fn options_for(dir: &Path, cold: bool) -> Options {
+    let mut o = options();
+    if cold {
+        let store =
+            lsm::object::LocalDirStore::open(dir.with_extension("objects")).expect("object store");
+        o.cold_tier = Some(lsm::ColdTier {
+            store: std::sync::Arc::new(store),
+            prefix: "crash".into(),
+            first_level: 1,
+        });
+    }
+    o
+}
+
 /// The child's body. Does nothing in a normal test run (the variable is absent).
 #[test]
 fn crash_child() {
@@ -49,7 +67,8 @@ fn crash_child() {
     let mut i: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
     let seed: u64 = std::env::var(CHILD_SEED).unwrap().parse().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
-    let db = Db::open(&dir, options()).expect("child: open");
+    let cold = std::env::var_os(CHILD_COLD).is_some();
+    let db = Db::open(&dir, options_for(Path::new(&dir), cold)).expect("child: open");
     let mut out = std::io::stdout().lock();
     // libtest may print "test crash_child ... " on the same line first.
     writeln!(out, "child-ready").unwrap();
@@ -103,8 +122,12 @@ struct Run {
 }
 
 /// Runs one child writing from key `start` and SIGKILLs it after `kill_after`.
-fn run_child(dir: &Path, start: u64, seed: u64, kill_after: Duration) -> Run {
-    let child = Command::new(std::env::current_exe().unwrap())
+fn run_child(dir: &Path, cold: bool, start: u64, seed: u64, kill_after: Duration) -> Run {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if cold {
+        cmd.env(CHILD_COLD, "1");
+    }
+    let child = cmd
         .args(["--exact", "crash_child", "--nocapture"])
         .args(["--test-threads", "1"])
         .env(CHILD_DIR, dir)
@@ -195,6 +218,17 @@ fn verify_prefix(db: &Db) -> u64 {
 
 #[test]
 fn crash_recovery_loop() {
+    crash_loop(false);
+}
+
+/// The same loop with every level below L0 in an object store: uploads before manifest edits,
+/// orphan sweeps and metadata files must survive kills at any point too.
+#[test]
+fn crash_recovery_loop_cold_tier() {
+    crash_loop(true);
+}
+
+fn crash_loop(cold: bool) {
     if std::env::var_os(CHILD_DIR).is_some() {
         return;
     }
@@ -206,15 +240,16 @@ fn crash_recovery_loop() {
     let mut next = 0u64; // keys 0..next were recovered by the previous iteration
     let (mut iterations, mut with_acks, mut killed_before_ready) = (0u32, 0u32, 0u32);
     let mut deepest = 0; // deepest level holding tables after any recovery
+    let mut cold_objects = 0; // most tables ever seen in the object store
     let started = Instant::now();
     while started.elapsed() < budget || iterations < 5 {
         // Mostly mid-workload; sometimes during startup and recovery.
         let ms = if rng.gen_bool(0.15) { 0..25 } else { 25..600 };
         let kill_after = Duration::from_millis(rng.gen_range(ms));
-        let run = run_child(&dir, next, rng.gen(), kill_after);
+        let run = run_child(&dir, cold, next, rng.gen(), kill_after);
         iterations += 1;
         killed_before_ready += u32::from(!run.ready);
-        let db = Db::open(&dir, options()).unwrap_or_else(|e| {
+        let db = Db::open(&dir, options_for(&dir, cold)).unwrap_or_else(|e| {
             panic!(
                 "iteration {iterations}: reopen after kill failed: {e}\nchild stderr:\n{}",
                 run.stderr
@@ -241,17 +276,20 @@ fn crash_recovery_loop() {
         }
         let levels = db.stats().levels;
         deepest = deepest.max(levels.iter().rposition(|l| l.files > 0).unwrap_or(0));
+        let objects = dir.with_extension("objects").join("crash").join("sst");
+        cold_objects = cold_objects.max(std::fs::read_dir(objects).map_or(0, |d| d.count()));
         db.close().unwrap();
         next = n;
         if next >= KEY_CAP {
             std::fs::remove_dir_all(&dir).unwrap();
+            let _ = std::fs::remove_dir_all(dir.with_extension("objects"));
             generation += 1;
             dir = root.path().join(format!("db{generation}"));
             next = 0;
         }
     }
     eprintln!(
-        "crash: {iterations} kills ({killed_before_ready} before the child was ready, {with_acks} \
+        "crash (cold tier: {cold}): {iterations} kills ({killed_before_ready} before the child was ready, {with_acks} \
          after sync acks), {generation} full directories, {next} keys in the last one, tables \
          down to L{deepest}, {:?}",
         started.elapsed()
@@ -263,6 +301,11 @@ fn crash_recovery_loop() {
     );
     assert!(generation > 0 || next > 0, "no key was ever written");
     assert!(deepest >= 1, "no compaction ever ran under the workload");
+    assert_eq!(
+        cold,
+        cold_objects > 0,
+        "object store use: {cold_objects} objects"
+    );
 }
 
 /// A crash during the very first open, after the new manifest was written but before `CURRENT`

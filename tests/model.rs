@@ -204,11 +204,13 @@ struct Evidence {
     flushes: AtomicU64,
     compactions: AtomicU64,
     deep_cases: AtomicU64,
+    cold_bytes: AtomicU64,
 }
 
 fn run_case(
     ev: &Evidence,
     wal: bool,
+    cold: bool,
     params: (usize, usize, u64),
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
@@ -219,6 +221,15 @@ fn run_case(
     opts.block_size = block;
     opts.max_bytes_for_level_base = base;
     opts.wal = wal;
+    let objects = tempfile::tempdir().unwrap();
+    if cold {
+        let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
+        opts.cold_tier = Some(lsm::ColdTier {
+            store: Arc::new(store),
+            prefix: "model".into(),
+            first_level: 1,
+        });
+    }
     let dir = tempfile::tempdir().unwrap();
     let open = || Db::open(dir.path(), opts.clone()).map_err(fail);
     let mut db = Some(open()?);
@@ -344,12 +355,13 @@ fn record(ev: &Evidence, db: &Db, deepest: &mut usize) {
     let s = db.stats();
     ev.flushes.fetch_add(s.flushes, Relaxed);
     ev.compactions.fetch_add(s.compactions, Relaxed);
+    ev.cold_bytes.fetch_add(s.cold_bytes_uploaded, Relaxed);
     if let Some(l) = s.levels.iter().rposition(|l| l.files > 0) {
         *deepest = (*deepest).max(l);
     }
 }
 
-fn run(wal: bool) {
+fn run(wal: bool, cold: bool) {
     let cases = common::env_u64("PROPTEST_CASES", 48) as u32;
     let ev = Evidence::default();
     let mut runner = TestRunner::new(Config {
@@ -363,11 +375,11 @@ fn run(wal: bool) {
     });
     let params = (4096usize..16384, 256usize..1024, (4u64 << 10)..(16 << 10));
     let strategy = (params, prop::collection::vec(op(), 1..200));
-    if let Err(e) = runner.run(&strategy, |(p, ops)| run_case(&ev, wal, p, ops)) {
+    if let Err(e) = runner.run(&strategy, |(p, ops)| run_case(&ev, wal, cold, p, ops)) {
         panic!("{e}");
     }
     eprintln!(
-        "model (wal={wal}): {cases} cases, {} flushes, {} compactions, {} cases reached L2+",
+        "model (wal={wal}, cold={cold}): {cases} cases, {} flushes, {} compactions, {} cases reached L2+",
         ev.flushes.load(Relaxed),
         ev.compactions.load(Relaxed),
         ev.deep_cases.load(Relaxed)
@@ -381,17 +393,29 @@ fn run(wal: bool) {
             ev.deep_cases.load(Relaxed) > 0,
             "no case ever had a file below L1"
         );
+        if cold {
+            assert!(
+                ev.cold_bytes.load(Relaxed) > 0,
+                "nothing reached the cold tier"
+            );
+        }
     }
 }
 
 #[test]
 fn model_with_wal() {
-    run(true);
+    run(true, false);
 }
 
 #[test]
 fn model_without_wal() {
-    run(false);
+    run(false, false);
+}
+
+/// The same sequences with every level below L0 in an object store (a local directory).
+#[test]
+fn model_with_cold_tier() {
+    run(true, true);
 }
 
 /// `put_with_ttl(.., ttl)` expires at `now + ttl`: visible one millisecond before, absent at it,
