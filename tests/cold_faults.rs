@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lsm::object::{FaultConfig, FaultyStore, LocalDirStore, ObjectOp, ObjectStore};
+use lsm::object::{FaultConfig, FaultyStore, LocalDirStore, ObjectOp, ObjectStore, RetryPolicy};
 use lsm::{ColdTier, Db, Error, Options, WriteBatch};
 
 fn value(i: u32, gen: u32) -> Vec<u8> {
@@ -23,9 +23,14 @@ fn open(dir: &std::path::Path, store: &Arc<FaultyStore<LocalDirStore>>) -> Db {
         l0_compaction_trigger: 2,
         block_size: 1024,
         cold_tier: Some(ColdTier {
-            store: store.clone(),
-            prefix: "db".into(),
-            first_level: 1,
+            // Three quick attempts: outages here are total, and the point is the outcome.
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: std::time::Duration::from_millis(1),
+                max_delay: std::time::Duration::from_millis(2),
+                max_in_flight: 8,
+            },
+            ..ColdTier::new(store.clone(), "db")
         }),
         ..Options::default()
     };

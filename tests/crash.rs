@@ -49,11 +49,7 @@ fn options_for(dir: &Path, cold: bool) -> Options {
     if cold {
         let store =
             lsm::object::LocalDirStore::open(dir.with_extension("objects")).expect("object store");
-        o.cold_tier = Some(lsm::ColdTier {
-            store: std::sync::Arc::new(store),
-            prefix: "crash".into(),
-            first_level: 1,
-        });
+        o.cold_tier = Some(lsm::ColdTier::new(std::sync::Arc::new(store), "crash"));
     }
     o
 }

@@ -224,11 +224,7 @@ fn run_case(
     let objects = tempfile::tempdir().unwrap();
     if cold {
         let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
-        opts.cold_tier = Some(lsm::ColdTier {
-            store: Arc::new(store),
-            prefix: "model".into(),
-            first_level: 1,
-        });
+        opts.cold_tier = Some(lsm::ColdTier::new(Arc::new(store), "model"));
     }
     let dir = tempfile::tempdir().unwrap();
     let open = || Db::open(dir.path(), opts.clone()).map_err(fail);

@@ -76,8 +76,25 @@ pub struct ColdTier {
     /// Prefix of every object key of this database (`<prefix>/sst/<number>.sst`); databases
     /// sharing a store must use different prefixes.
     pub prefix: String,
-    /// First level stored in the object store (default 1: everything below L0).
+    /// First level stored in the object store (1: everything below L0).
     pub first_level: usize,
+    /// Retries, backoff and the bound on requests in flight for every call to `store`.
+    pub retry: crate::object::RetryPolicy,
+}
+
+impl ColdTier {
+    /// Levels from L1 down in `store` under `prefix`, with the default retry policy.
+    pub fn new(
+        store: std::sync::Arc<dyn crate::object::ObjectStore>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        ColdTier {
+            store,
+            prefix: prefix.into(),
+            first_level: 1,
+            retry: crate::object::RetryPolicy::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ColdTier {
@@ -86,6 +103,7 @@ impl std::fmt::Debug for ColdTier {
             .field("store", &self.store)
             .field("prefix", &self.prefix)
             .field("first_level", &self.first_level)
+            .field("retry", &self.retry)
             .finish()
     }
 }

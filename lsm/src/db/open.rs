@@ -218,9 +218,15 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         .clone()
         .unwrap_or_else(|| BlockCache::new(opts.block_cache_bytes));
     let cache_id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
+    // Every request to the cold tier (uploads, reads, sweeps) goes through retries with backoff
+    // and a bound on requests in flight.
+    let cold = opts.cold_tier.clone().map(|c| crate::ColdTier {
+        store: Arc::new(crate::object::RetryingStore::new(c.store.clone(), c.retry)),
+        ..c
+    });
     let tables = Arc::new(TableCache::new(
         dir.to_path_buf(),
-        opts.cold_tier.clone(),
+        cold,
         opts.max_open_tables,
         blocks,
         cache_id,
@@ -356,7 +362,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         }
     }
 
-    if let Some(cold) = &opts.cold_tier {
+    if let Some(cold) = tables.cold() {
         report.orphan_files_deleted += sweep_objects(cold, &tables, &live_cold);
     }
 

@@ -12,6 +12,7 @@
 
 mod faulty;
 mod local;
+mod retry;
 
 use std::ops::Range;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 
 pub use faulty::{FaultConfig, FaultyStore, ObjectOp};
 pub use local::LocalDirStore;
+pub use retry::{RetryPolicy, RetryingStore};
 
 /// Longest accepted object key, in bytes (S3's limit).
 pub const MAX_OBJECT_KEY_LEN: usize = 1024;
@@ -124,6 +126,36 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes the object; deleting an absent object succeeds (as in S3).
     fn delete(&self, key: &str) -> Result<(), ObjectError>;
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStore for std::sync::Arc<T> {
+    fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectError> {
+        (**self).put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool, ObjectError> {
+        (**self).put_if_absent(key, data)
+    }
+    fn supports_put_if_absent(&self) -> bool {
+        (**self).supports_put_if_absent()
+    }
+    fn get(&self, key: &str) -> Result<Bytes, ObjectError> {
+        (**self).get(key)
+    }
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
+        (**self).get_range(key, range)
+    }
+    fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64), ObjectError> {
+        (**self).get_suffix(key, len)
+    }
+    fn size(&self, key: &str) -> Result<u64, ObjectError> {
+        (**self).size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        (**self).delete(key)
+    }
 }
 
 /// Checks that `key` is a flat object name: non-empty segments of `[A-Za-z0-9._-]` joined by
