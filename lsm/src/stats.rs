@@ -73,6 +73,16 @@ pub struct Stats {
     pub pending_compaction_bytes: u64,
     /// Bytes of tables uploaded to the cold tier.
     pub cold_bytes_uploaded: u64,
+    /// GET requests sent to the cold tier (retries included).
+    pub cold_gets: u64,
+    /// Bytes received by those GETs.
+    pub cold_get_bytes: u64,
+    /// PUT requests sent to the cold tier (retries included).
+    pub cold_puts: u64,
+    /// Bytes sent by those PUTs.
+    pub cold_put_bytes: u64,
+    /// Cold-tier requests that failed (each attempt counts).
+    pub cold_failures: u64,
     /// Block cache lookups that hit.
     pub block_cache_hits: u64,
     /// Block cache lookups that missed.
@@ -125,6 +135,11 @@ impl Stats {
             bytes_compacted_written: g(&c.compaction_bytes_written),
             pending_compaction_bytes: g(&c.pending_compaction_bytes),
             cold_bytes_uploaded: g(&c.cold_bytes_uploaded),
+            cold_gets: g(&inner.object_counters.gets),
+            cold_get_bytes: g(&inner.object_counters.get_bytes),
+            cold_puts: g(&inner.object_counters.puts),
+            cold_put_bytes: g(&inner.object_counters.put_bytes),
+            cold_failures: g(&inner.object_counters.failures),
             block_cache_hits: blocks.hits(),
             block_cache_misses: blocks.misses(),
             block_cache_usage: blocks.usage(),

@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     pub compaction_lock: Mutex<()>,
     pub snapshots: Mutex<BTreeMap<u64, usize>>,
     pub stats: Counters,
+    /// Requests to the cold tier, as sent (retries included).
+    pub object_counters: Arc<crate::object::ObjectCounters>,
     pub recovery: RecoveryReport,
     pub closed: AtomicBool,
     pub has_bg_error: AtomicBool,

@@ -220,8 +220,13 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     let cache_id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
     // Every request to the cold tier (uploads, reads, sweeps) goes through retries with backoff
     // and a bound on requests in flight.
+    // The counters see every attempt, so GETs per lookup include retries.
+    let object_counters = Arc::new(crate::object::ObjectCounters::default());
     let cold = opts.cold_tier.clone().map(|c| crate::ColdTier {
-        store: Arc::new(crate::object::RetryingStore::new(c.store.clone(), c.retry)),
+        store: Arc::new(crate::object::RetryingStore::new(
+            crate::object::CountingStore::new(c.store.clone(), object_counters.clone()),
+            c.retry,
+        )),
         ..c
     });
     let tables = Arc::new(TableCache::new(
@@ -390,6 +395,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         compaction_lock: Mutex::new(()),
         snapshots: Mutex::new(BTreeMap::new()),
         stats: Counters::default(),
+        object_counters,
         recovery: report,
         closed: AtomicBool::new(false),
         has_bg_error: AtomicBool::new(false),

@@ -10,6 +10,7 @@
 //! [`FaultyStore`] wraps any store and injects latency, errors, timeouts and failure after N
 //! calls, per operation, for tests.
 
+mod counting;
 mod faulty;
 mod local;
 mod retry;
@@ -18,6 +19,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+pub use counting::{CountingStore, ObjectCounters};
 pub use faulty::{FaultConfig, FaultyStore, ObjectOp};
 pub use local::LocalDirStore;
 pub use retry::{RetryPolicy, RetryingStore};

@@ -1,0 +1,83 @@
+//! Request counts of cold reads through the whole engine: opening a database whose tables are
+//! in the object store costs no request (their metadata is kept locally), a point lookup of a
+//! present key costs at most one GET, and a lookup of an absent key costs none except for the
+//! filter's rare false positives.
+
+use std::sync::Arc;
+
+use lsm::object::LocalDirStore;
+use lsm::{ColdTier, Db, Options, WriteBatch};
+
+const N: u32 = 20_000;
+
+fn key(i: u32) -> String {
+    format!("user:{i:08}")
+}
+
+fn value(i: u32) -> Vec<u8> {
+    format!("value-{i}-{}", "v".repeat((i % 64) as usize)).into_bytes()
+}
+
+fn open(dir: &std::path::Path, objects: &std::path::Path) -> Db {
+    let store = LocalDirStore::open(objects).expect("store");
+    let opts = Options {
+        write_buffer_size: 256 << 10,
+        target_file_size: 256 << 10,
+        // A small block cache, so most lookups miss it and go to the store.
+        block_cache_bytes: 64 << 10,
+        cold_tier: Some(ColdTier::new(Arc::new(store), "reads")),
+        ..Options::default()
+    };
+    Db::open(dir, opts).expect("open")
+}
+
+#[test]
+fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path(), objects.path());
+    for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
+        let mut b = WriteBatch::new();
+        for &i in chunk {
+            b.put(key(i), value(i));
+        }
+        db.write(b).expect("write");
+    }
+    db.compact_range::<&[u8], _>(..).expect("compact");
+    let s = db.stats();
+    assert_eq!(s.levels[0].files, 0);
+    assert!(s.cold_puts > 0 && s.cold_bytes_uploaded > 0);
+    db.close().expect("close");
+
+    // Reopen: every table is cold, its metadata local; nothing is fetched to open.
+    let db = open(dir.path(), objects.path());
+    assert_eq!(db.stats().cold_gets, 0, "opening fetched something");
+
+    let mut cold_hits = 0;
+    for i in (0..N).step_by(101) {
+        let before = db.stats().cold_gets;
+        assert_eq!(db.get(key(i)).expect("get").as_deref(), Some(&value(i)[..]));
+        let gets = db.stats().cold_gets - before;
+        assert!(gets <= 1, "lookup of key {i} made {gets} GETs");
+        cold_hits += gets;
+    }
+    assert!(
+        cold_hits > 100,
+        "lookups should have gone to the store: {cold_hits} GETs"
+    );
+
+    let before = db.stats().cold_gets;
+    let absent = 5_000;
+    for i in 0..absent {
+        assert_eq!(db.get(format!("user:{i:08}x")).expect("get"), None);
+        assert_eq!(db.get(format!("missing:{i}")).expect("get"), None);
+    }
+    let gets = db.stats().cold_gets - before;
+    // A 1% filter over 2 * 5000 lookups: expect about 100; 3% bounds the noise.
+    assert!(gets <= 300, "{gets} GETs for {} absent keys", 2 * absent);
+    eprintln!(
+        "cold reads: {cold_hits} GETs for {} present-key lookups, {gets} for {} absent-key lookups",
+        (0..N).step_by(101).count(),
+        2 * absent
+    );
+}
