@@ -81,3 +81,53 @@ fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
         2 * absent
     );
 }
+
+#[test]
+fn cold_scans_read_ahead_and_leave_the_block_cache_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path(), objects.path());
+    for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
+        let mut b = WriteBatch::new();
+        for &i in chunk {
+            b.put(key(i), value(i));
+        }
+        db.write(b).expect("write");
+    }
+    db.compact_range::<&[u8], _>(..).expect("compact");
+    db.close().expect("close");
+    let db = open(dir.path(), objects.path());
+    let s = db.stats();
+    let (tables, bytes): (usize, u64) =
+        (s.levels.iter().map(|l| l.files).sum(), s.total_sst_bytes());
+    let blocks_per_get = |gets: u64| bytes as f64 / gets.max(1) as f64;
+    for reverse in [false, true] {
+        let (gets0, cache0) = (db.stats().cold_gets, db.stats().block_cache_usage);
+        let keys: Vec<_> = if reverse {
+            db.iter().rev().map(|r| r.expect("scan").0).collect()
+        } else {
+            db.iter().map(|r| r.expect("scan").0).collect()
+        };
+        assert_eq!(keys.len(), N as usize);
+        assert!(
+            keys.windows(2).all(|w| (w[0] < w[1]) != reverse),
+            "scan out of order"
+        );
+        let gets = db.stats().cold_gets - gets0;
+        // One GET per 256 KiB of table (plus one partial run per table), not one per block.
+        let bound = bytes / (256 << 10) + 2 * tables as u64 + 2;
+        assert!(
+            gets <= bound,
+            "scan made {gets} GETs for {bytes} bytes in {tables} tables"
+        );
+        assert_eq!(
+            db.stats().block_cache_usage,
+            cache0,
+            "a scan filled the block cache"
+        );
+        eprintln!(
+            "cold scan (reverse: {reverse}): {gets} GETs, {:.0} bytes per GET, {tables} tables",
+            blocks_per_get(gets)
+        );
+    }
+}

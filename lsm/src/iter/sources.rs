@@ -1,5 +1,6 @@
 //! Sources over a memtable, one table, and one sorted level.
 
+use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -74,6 +75,10 @@ impl Source for MemSource {
 }
 
 /// Walks one table block by block.
+/// Bytes a scan of a cold table fetches per request: consecutive blocks are coalesced into one
+/// ranged GET.
+const COLD_READAHEAD: u64 = 256 << 10;
+
 pub(crate) struct TableSource {
     table: Arc<Table>,
     block_idx: usize,
@@ -81,6 +86,8 @@ pub(crate) struct TableSource {
     pos: usize,
     reverse: bool,
     fill_cache: bool,
+    /// Blocks of a cold table already fetched by read-ahead, in iteration order.
+    ahead: VecDeque<(usize, Bytes)>,
 }
 
 impl TableSource {
@@ -98,6 +105,7 @@ impl TableSource {
             pos: 0,
             reverse,
             fill_cache,
+            ahead: VecDeque::new(),
         };
         match (start, reverse) {
             (None, false) => s.load(0, None, |_| 0)?,
@@ -126,7 +134,8 @@ impl TableSource {
         pos_in: impl Fn(&DecodedBlock) -> usize,
     ) -> Result<()> {
         let n = self.table.data_blocks();
-        let blk = self.table.decoded_block(i, from, self.fill_cache)?;
+        let b = self.block_bytes(i)?;
+        let blk = self.table.decode(i, b, from)?;
         let mut pos = pos_in(&blk);
         self.block = Some(blk);
         loop {
@@ -146,13 +155,40 @@ impl TableSource {
                 return Ok(());
             };
             i = j;
-            let blk = self.table.decoded_block(i, None, self.fill_cache)?;
+            let b = self.block_bytes(i)?;
+            let blk = self.table.decode(i, b, None)?;
             pos = if self.reverse {
                 blk.len().wrapping_sub(1)
             } else {
                 0
             };
             self.block = Some(blk);
+        }
+    }
+
+    /// The payload of data block `i`. Local tables go through the block cache; cold tables
+    /// use the cache when it has the block and otherwise fetch a run of blocks with one request
+    /// (read-ahead), without caching them.
+    fn block_bytes(&mut self, i: usize) -> Result<Bytes> {
+        if !self.table.is_remote() {
+            return self.table.block(i, self.fill_cache);
+        }
+        if let Some(pos) = self.ahead.iter().position(|(j, _)| *j == i) {
+            self.ahead.drain(..pos);
+            if let Some((_, b)) = self.ahead.pop_front() {
+                return Ok(b);
+            }
+        }
+        self.ahead.clear();
+        if let Some(b) = self.table.cached_block(i) {
+            return Ok(b);
+        }
+        self.ahead = self.table.read_run(i, self.reverse, COLD_READAHEAD)?.into();
+        match self.ahead.pop_front() {
+            Some((j, b)) if j == i => Ok(b),
+            _ => Err(crate::Error::InvalidArgument(
+                "internal: read-ahead did not start at the requested block".into(),
+            )),
         }
     }
 

@@ -196,14 +196,32 @@ impl Table {
 
     /// Verifies a block's checksum and returns its decompressed payload.
     fn read_raw(&self, h: BlockHandle) -> Result<Bytes> {
-        let corrupt = |d: String| Error::corruption(&self.path, d);
-        let (start, size) = (h.offset, h.size);
-        let end = start
-            .checked_add(size)
+        let end = self.block_end(h)?;
+        let raw = self.src.read(h.offset, end, &self.path)?;
+        self.verify(raw, h.offset)
+    }
+
+    /// End offset of block `h` (trailer included), checked to lie before the footer.
+    fn block_end(&self, h: BlockHandle) -> Result<u64> {
+        h.offset
+            .checked_add(h.size)
             .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN as u64))
             .filter(|&e| e <= self.src.len() - FOOTER_LEN as u64)
-            .ok_or_else(|| corrupt(format!("block at {start}+{size} outside the file")))?;
-        let raw = self.src.read(start, end, &self.path)?;
+            .ok_or_else(|| {
+                Error::corruption(
+                    &self.path,
+                    format!("block at {}+{} outside the file", h.offset, h.size),
+                )
+            })
+    }
+
+    /// Checks the checksum of a block read with its trailer (at file offset `start`) and
+    /// returns the decompressed payload.
+    fn verify(&self, raw: Bytes, start: u64) -> Result<Bytes> {
+        let corrupt = |d: String| Error::corruption(&self.path, d);
+        if raw.len() < BLOCK_TRAILER_LEN {
+            return Err(corrupt(format!("short block at {start}")));
+        }
         let size = raw.len() - BLOCK_TRAILER_LEN;
         let payload = &raw[..size];
         let kind = raw[size];
@@ -229,6 +247,74 @@ impl Table {
             }
             k => Err(corrupt(format!("unknown compression {k} at {start}"))),
         }
+    }
+
+    /// True when the table's bytes live in an object store.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.src, Source::Remote(_))
+    }
+
+    /// Data block `i` if the block cache holds it.
+    pub(crate) fn cached_block(&self, i: usize) -> Option<Bytes> {
+        self.cache.get(&BlockKey {
+            cache_id: self.cache_id,
+            file: self.number,
+            offset: self.index[i].handle.offset,
+        })
+    }
+
+    /// Reads data block `first` and the blocks after it (before it, when `reverse`) that fit in
+    /// `max_bytes`, with one request, and returns them verified and decompressed in iteration
+    /// order. Nothing is cached: a scan must not evict the point lookups' working set.
+    pub(crate) fn read_run(
+        &self,
+        first: usize,
+        reverse: bool,
+        max_bytes: u64,
+    ) -> Result<Vec<(usize, Bytes)>> {
+        let h = |i: usize| self.index[i].handle;
+        let len = |i: usize| h(i).size + BLOCK_TRAILER_LEN as u64;
+        // Blocks are written back to back; only a contiguous run can be read at once.
+        let adjacent = |a: usize, b: usize| h(a).offset + len(a) == h(b).offset;
+        let (mut lo, mut hi, mut total) = (first, first, len(first));
+        if reverse {
+            while lo > 0 && adjacent(lo - 1, lo) && total + len(lo - 1) <= max_bytes {
+                lo -= 1;
+                total += len(lo);
+            }
+        } else {
+            while hi + 1 < self.index.len()
+                && adjacent(hi, hi + 1)
+                && total + len(hi + 1) <= max_bytes
+            {
+                hi += 1;
+                total += len(hi);
+            }
+        }
+        let start = h(lo).offset;
+        let raw = self.src.read(start, self.block_end(h(hi))?, &self.path)?;
+        let mut out = Vec::with_capacity(hi - lo + 1);
+        for i in lo..=hi {
+            let off = (h(i).offset - start) as usize;
+            out.push((
+                i,
+                self.verify(raw.slice(off..off + len(i) as usize), h(i).offset)?,
+            ));
+        }
+        if reverse {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Decodes data block `i` from its payload `b`, whole or (with `from`) from the restart
+    /// point a forward iteration from that internal key needs.
+    pub(crate) fn decode(&self, i: usize, b: Bytes, from: Option<&[u8]>) -> Result<DecodedBlock> {
+        let d = match from {
+            Some(t) => DecodedBlock::decode_from(b, t),
+            None => DecodedBlock::decode(b),
+        };
+        d.ok_or_else(|| Error::corruption(&self.path, format!("malformed data block {i}")))
     }
 
     /// Data block `i`, through the block cache (filled only when `fill_cache`).
@@ -257,12 +343,7 @@ impl Table {
         from: Option<&[u8]>,
         fill_cache: bool,
     ) -> Result<DecodedBlock> {
-        let b = self.block(i, fill_cache)?;
-        let d = match from {
-            Some(t) => DecodedBlock::decode_from(b, t),
-            None => DecodedBlock::decode(b),
-        };
-        d.ok_or_else(|| Error::corruption(&self.path, format!("malformed data block {i}")))
+        self.decode(i, self.block(i, fill_cache)?, from)
     }
 
     /// Index of the first data block whose last key is `>= target` (`data_blocks()` if none).
