@@ -31,8 +31,9 @@ fn open(dir: &std::path::Path, objects: &std::path::Path) -> Db {
     Db::open(dir, opts).expect("open")
 }
 
-#[test]
-fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
+/// N keys, fully compacted into the cold tier, then the database reopened so that nothing is
+/// cached. Returns the directories (kept alive) and the database.
+fn cold_db() -> ((tempfile::TempDir, tempfile::TempDir), Db) {
     let dir = tempfile::tempdir().expect("tempdir");
     let objects = tempfile::tempdir().expect("tempdir");
     let db = open(dir.path(), objects.path());
@@ -48,9 +49,14 @@ fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
     assert_eq!(s.levels[0].files, 0);
     assert!(s.cold_puts > 0 && s.cold_bytes_uploaded > 0);
     db.close().expect("close");
-
-    // Reopen: every table is cold, its metadata local; nothing is fetched to open.
     let db = open(dir.path(), objects.path());
+    ((dir, objects), db)
+}
+
+#[test]
+fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
+    let (_dirs, db) = cold_db();
+    // Every table is cold, its metadata local: nothing was fetched to open.
     assert_eq!(db.stats().cold_gets, 0, "opening fetched something");
 
     let mut cold_hits = 0;
@@ -84,19 +90,7 @@ fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
 
 #[test]
 fn cold_scans_read_ahead_and_leave_the_block_cache_alone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let objects = tempfile::tempdir().expect("tempdir");
-    let db = open(dir.path(), objects.path());
-    for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(key(i), value(i));
-        }
-        db.write(b).expect("write");
-    }
-    db.compact_range::<&[u8], _>(..).expect("compact");
-    db.close().expect("close");
-    let db = open(dir.path(), objects.path());
+    let (_dirs, db) = cold_db();
     let s = db.stats();
     let (tables, bytes): (usize, u64) =
         (s.levels.iter().map(|l| l.files).sum(), s.total_sst_bytes());
