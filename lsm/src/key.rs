@@ -92,6 +92,23 @@ pub(crate) fn cmp_internal(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// What a reader sees for an entry of `kind` whose stored payload is `payload`, at `now_ms`:
+/// the user value, or `None` for a tombstone or an expired (or malformed) TTL value.
+pub(crate) fn live_value(
+    kind: ValueKind,
+    payload: bytes::Bytes,
+    now_ms: u64,
+) -> Option<bytes::Bytes> {
+    match kind {
+        ValueKind::Put => Some(payload),
+        ValueKind::Delete => None,
+        ValueKind::PutTtl => {
+            let (exp, _) = split_ttl(&payload)?;
+            (exp > now_ms).then(|| payload.slice(8..))
+        }
+    }
+}
+
 /// Returns the expiry (ms since epoch) of a `PutTtl` payload and the user value behind it.
 #[inline]
 pub(crate) fn split_ttl(payload: &[u8]) -> Option<(u64, &[u8])> {

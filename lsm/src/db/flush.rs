@@ -13,13 +13,11 @@ use crate::{fsutil, Error, Result};
 
 /// Manifest size at which a fresh one (holding just the current version) replaces it.
 const MANIFEST_ROTATE_BYTES: u64 = 16 << 20;
-/// File numbers reserved per manifest record.
-const FILE_NUMBER_RESERVATION: u64 = 1000;
 
 impl Inner {
     pub(crate) fn alloc_file(&self, vs: &mut VersionSet) -> Result<u64> {
         if vs.next_file >= vs.reserved {
-            let reserved = vs.next_file + FILE_NUMBER_RESERVATION;
+            let reserved = vs.next_file + super::FILE_NUMBER_RESERVATION;
             self.append_manifest(
                 vs,
                 &VersionEdit {

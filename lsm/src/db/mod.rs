@@ -36,6 +36,9 @@ use crate::stats::{Counters, Stats};
 use crate::version::Version;
 use crate::{Error, Options, Result, WriteBatch, WriteOptions};
 
+/// File numbers reserved per manifest record (at open and when the reservation runs out).
+pub(crate) const FILE_NUMBER_RESERVATION: u64 = 1000;
+
 /// What recovery found and dropped when the database was opened.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
@@ -309,16 +312,7 @@ impl Inner {
     pub(crate) fn get_at(&self, user_key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
         let sv = self.sv.load();
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::Acquire));
-        let resolve = |kind: ValueKind, v: Bytes| -> Option<Bytes> {
-            match kind {
-                ValueKind::Put => Some(v),
-                ValueKind::Delete => None,
-                ValueKind::PutTtl => {
-                    let (exp, _) = key::split_ttl(&v)?;
-                    (exp > self.opts.clock.now_millis()).then(|| v.slice(8..))
-                }
-            }
-        };
+        let resolve = |kind, v| key::live_value(kind, v, self.opts.clock.now_millis());
         let seek = key::make_internal_key(user_key, seq, SEEK_KIND);
         let hash = crate::sst::filter_hash(user_key);
         for m in std::iter::once(&sv.mem).chain(sv.imms.iter()) {

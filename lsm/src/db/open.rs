@@ -23,7 +23,6 @@ use crate::{Error, Options, Result};
 
 /// Distinguishes databases that share a block cache.
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
-const FILE_NUMBER_RESERVATION: u64 = 1000;
 
 struct Recovered {
     levels: Vec<BTreeMap<u64, FileMeta>>,
@@ -296,7 +295,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     }
     let wal_number = if opts.wal { alloc() } else { 0 };
     let manifest_number = alloc();
-    let reserved = next_file + FILE_NUMBER_RESERVATION;
+    let reserved = next_file + super::FILE_NUMBER_RESERVATION;
 
     let mut base = VersionEdit {
         log_number: Some(wal_number),

@@ -69,14 +69,7 @@ impl Iter {
 
     /// The live value of an entry, or `None` for a tombstone or an expired value.
     fn live(&self, kind: u8, value: Bytes) -> Option<Bytes> {
-        match ValueKind::from_u8(kind)? {
-            ValueKind::Put => Some(value),
-            ValueKind::Delete => None,
-            ValueKind::PutTtl => {
-                let (exp, _) = key::split_ttl(&value)?;
-                (exp > self.now).then(|| value.slice(8..))
-            }
-        }
+        key::live_value(ValueKind::from_u8(kind)?, value, self.now)
     }
 
     fn next_front(&mut self) -> Result<Option<(Bytes, Bytes)>> {

@@ -91,6 +91,25 @@ impl LocalDirStore {
             .map_err(|e| unavailable(op, key, e))
     }
 
+    /// Reads the byte range `pick(size)` of an object; returns it and the object's size.
+    fn read(
+        &self,
+        key: &str,
+        pick: impl FnOnce(u64) -> Result<Range<u64>, ObjectError>,
+    ) -> Result<(Bytes, u64), ObjectError> {
+        let op = ObjectOp::GetRange;
+        let path = self.path(key)?;
+        let mut f = File::open(&path).map_err(|e| io_err(op, key, e))?;
+        let size = f.metadata().map_err(|e| unavailable(op, key, e))?.len();
+        let r = pick(size)?;
+        let len = usize::try_from(r.end - r.start).map_err(|e| unavailable(op, key, e))?;
+        let mut buf = vec![0u8; len];
+        f.seek(SeekFrom::Start(r.start))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| unavailable(op, key, e))?;
+        Ok((Bytes::from(buf), size))
+    }
+
     fn walk(
         &self,
         dir: &Path,
@@ -174,39 +193,22 @@ impl ObjectStore for LocalDirStore {
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
-        let op = ObjectOp::GetRange;
-        let path = self.path(key)?;
-        let mut f = File::open(&path).map_err(|e| io_err(op, key, e))?;
-        let size = f.metadata().map_err(|e| unavailable(op, key, e))?.len();
-        if range.start > range.end || range.start > size {
-            return Err(ObjectError::InvalidRange {
-                key: key.to_string(),
-                start: range.start,
-                end: range.end,
-                size,
-            });
-        }
-        let end = range.end.min(size);
-        let len = usize::try_from(end - range.start).map_err(|e| unavailable(op, key, e))?;
-        let mut buf = vec![0u8; len];
-        f.seek(SeekFrom::Start(range.start))
-            .and_then(|_| f.read_exact(&mut buf))
-            .map_err(|e| unavailable(op, key, e))?;
-        Ok(Bytes::from(buf))
+        self.read(key, |size| {
+            if range.start > range.end || range.start > size {
+                return Err(ObjectError::InvalidRange {
+                    key: key.to_string(),
+                    start: range.start,
+                    end: range.end,
+                    size,
+                });
+            }
+            Ok(range.start..range.end.min(size))
+        })
+        .map(|(b, _)| b)
     }
 
     fn get_suffix(&self, key: &str, len: u64) -> Result<(Bytes, u64), ObjectError> {
-        let op = ObjectOp::GetRange;
-        let path = self.path(key)?;
-        let mut f = File::open(&path).map_err(|e| io_err(op, key, e))?;
-        let size = f.metadata().map_err(|e| unavailable(op, key, e))?.len();
-        let start = size.saturating_sub(len);
-        let n = usize::try_from(size - start).map_err(|e| unavailable(op, key, e))?;
-        let mut buf = vec![0u8; n];
-        f.seek(SeekFrom::Start(start))
-            .and_then(|_| f.read_exact(&mut buf))
-            .map_err(|e| unavailable(op, key, e))?;
-        Ok((Bytes::from(buf), size))
+        self.read(key, |size| Ok(size.saturating_sub(len)..size))
     }
 
     fn size(&self, key: &str) -> Result<u64, ObjectError> {
