@@ -5,6 +5,8 @@
 //! `PROPTEST_CASES` overrides the case count (default 48 per variant).
 
 mod common;
+#[path = "support/s3_server.rs"]
+mod s3_server;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -207,10 +209,18 @@ struct Evidence {
     cold_bytes: AtomicU64,
 }
 
+/// Where levels below L0 live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tier {
+    Local,
+    Dir,
+    S3,
+}
+
 fn run_case(
     ev: &Evidence,
     wal: bool,
-    cold: bool,
+    tier: Tier,
     params: (usize, usize, u64),
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
@@ -222,9 +232,21 @@ fn run_case(
     opts.max_bytes_for_level_base = base;
     opts.wal = wal;
     let objects = tempfile::tempdir().unwrap();
-    if cold {
-        let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
-        opts.cold_tier = Some(lsm::ColdTier::new(Arc::new(store), "model"));
+    match tier {
+        Tier::Local => {}
+        Tier::Dir => {
+            let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
+            opts.cold_tier = Some(lsm::ColdTier::new(Arc::new(store), "model"));
+        }
+        Tier::S3 => {
+            // One bucket, a fresh prefix per case.
+            static CASE: AtomicU64 = AtomicU64::new(0);
+            static STORE: std::sync::OnceLock<Arc<lsm::object::S3Store>> =
+                std::sync::OnceLock::new();
+            let store = STORE.get_or_init(|| Arc::new(s3_server::shared().store("model")));
+            let prefix = format!("case{}", CASE.fetch_add(1, Relaxed));
+            opts.cold_tier = Some(lsm::ColdTier::new(store.clone(), &prefix));
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let open = || Db::open(dir.path(), opts.clone()).map_err(fail);
@@ -357,7 +379,7 @@ fn record(ev: &Evidence, db: &Db, deepest: &mut usize) {
     }
 }
 
-fn run(wal: bool, cold: bool) {
+fn run(wal: bool, tier: Tier) {
     let cases = common::env_u64("PROPTEST_CASES", 48) as u32;
     let ev = Evidence::default();
     let mut runner = TestRunner::new(Config {
@@ -371,11 +393,11 @@ fn run(wal: bool, cold: bool) {
     });
     let params = (4096usize..16384, 256usize..1024, (4u64 << 10)..(16 << 10));
     let strategy = (params, prop::collection::vec(op(), 1..200));
-    if let Err(e) = runner.run(&strategy, |(p, ops)| run_case(&ev, wal, cold, p, ops)) {
+    if let Err(e) = runner.run(&strategy, |(p, ops)| run_case(&ev, wal, tier, p, ops)) {
         panic!("{e}");
     }
     eprintln!(
-        "model (wal={wal}, cold={cold}): {cases} cases, {} flushes, {} compactions, {} cases reached L2+",
+        "model (wal={wal}, tier={tier:?}): {cases} cases, {} flushes, {} compactions, {} cases reached L2+",
         ev.flushes.load(Relaxed),
         ev.compactions.load(Relaxed),
         ev.deep_cases.load(Relaxed)
@@ -389,7 +411,7 @@ fn run(wal: bool, cold: bool) {
             ev.deep_cases.load(Relaxed) > 0,
             "no case ever had a file below L1"
         );
-        if cold {
+        if tier != Tier::Local {
             assert!(
                 ev.cold_bytes.load(Relaxed) > 0,
                 "nothing reached the cold tier"
@@ -400,18 +422,24 @@ fn run(wal: bool, cold: bool) {
 
 #[test]
 fn model_with_wal() {
-    run(true, false);
+    run(true, Tier::Local);
 }
 
 #[test]
 fn model_without_wal() {
-    run(false, false);
+    run(false, Tier::Local);
 }
 
 /// The same sequences with every level below L0 in an object store (a local directory).
 #[test]
 fn model_with_cold_tier() {
-    run(true, true);
+    run(true, Tier::Dir);
+}
+
+/// The same sequences with the cold tier in a real S3 server on loopback (`s3s-fs`, SigV4).
+#[test]
+fn model_with_s3_cold_tier() {
+    run(true, Tier::S3);
 }
 
 /// `put_with_ttl(.., ttl)` expires at `now + ttl`: visible one millisecond before, absent at it,

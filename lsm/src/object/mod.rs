@@ -8,12 +8,15 @@
 //!
 //! [`LocalDirStore`] keeps objects as files under a directory (the default: nothing to install).
 //! [`FaultyStore`] wraps any store and injects latency, errors, timeouts and failure after N
-//! calls, per operation, for tests.
+//! calls, per operation, for tests. `S3Store` (cargo feature `s3`) keeps them in an S3 bucket
+//! or any S3-compatible server.
 
 mod counting;
 mod faulty;
 mod local;
 mod retry;
+#[cfg(feature = "s3")]
+mod s3;
 
 use std::ops::Range;
 
@@ -23,6 +26,8 @@ pub use counting::{CountingStore, ObjectCounters};
 pub use faulty::{FaultConfig, FaultyStore, ObjectOp};
 pub use local::LocalDirStore;
 pub use retry::{RetryPolicy, RetryingStore};
+#[cfg(feature = "s3")]
+pub use s3::{S3Config, S3Credentials, S3Store};
 
 /// Longest accepted object key, in bytes (S3's limit).
 pub const MAX_OBJECT_KEY_LEN: usize = 1024;
@@ -60,6 +65,17 @@ pub enum ObjectError {
         op: ObjectOp,
         /// The object key or prefix.
         key: String,
+    },
+    /// The store refused the request and will refuse it again (access denied, a missing
+    /// bucket, a bad configuration): retrying does not help, an operator must.
+    #[error("{op} {key} refused: {detail}")]
+    Rejected {
+        /// The operation.
+        op: ObjectOp,
+        /// The object key or prefix.
+        key: String,
+        /// What the store said.
+        detail: String,
     },
     /// The store could not serve the request (I/O error, network error, server error). Callers
     /// may retry.

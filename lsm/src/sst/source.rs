@@ -37,10 +37,10 @@ pub(crate) enum Source {
 }
 
 /// Maps an object-store failure on a table read to the engine's error: a missing object the
-/// manifest names, or a short or invalid range, is corruption; a failure worth retrying is
-/// `Unavailable`.
+/// manifest names, or a short or invalid range, is corruption; a failure worth retrying, or a
+/// refusal an operator must fix (credentials, bucket), is `Unavailable`.
 pub(crate) fn object_error(label: &Path, e: ObjectError) -> Error {
-    if e.is_retryable() {
+    if e.is_retryable() || matches!(e, ObjectError::Rejected { .. }) {
         Error::Unavailable(e.to_string())
     } else {
         Error::corruption(label, e.to_string())
