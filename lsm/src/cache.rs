@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cold_gc::ColdGc;
 use crate::sst::Table;
 use crate::version::FileMeta;
 use crate::Result;
@@ -114,6 +116,9 @@ pub(crate) struct TableCache {
     cache_id: u64,
     hits: AtomicU64,
     misses: AtomicU64,
+    gc: ColdGc,
+    clock: Arc<dyn crate::Clock>,
+    objects_deleted: AtomicU64,
 }
 
 impl TableCache {
@@ -123,9 +128,14 @@ impl TableCache {
         capacity: usize,
         blocks: BlockCache,
         cache_id: u64,
+        clock: Arc<dyn crate::Clock>,
     ) -> Self {
+        let grace = cold.as_ref().map_or(Duration::ZERO, |c| c.gc_grace);
         TableCache {
             dir,
+            gc: ColdGc::new(grace),
+            clock,
+            objects_deleted: AtomicU64::new(0),
             cold,
             cache: quick_cache::sync::Cache::new(capacity),
             blocks,
@@ -185,15 +195,54 @@ impl TableCache {
         self.dir.join(format!("{number:06}.meta"))
     }
 
-    /// Deletes an obsolete cold table: its object and its local metadata. A failure leaves an
-    /// orphan object, which the next open sweeps.
+    /// An obsolete cold table: its local metadata goes now, its object after the grace period
+    /// (see `cold_gc`).
     pub(crate) fn delete_cold(&self, number: u64) {
         let _ = std::fs::remove_file(self.meta_path(number));
-        if let Some(c) = &self.cold {
-            if let Err(e) = c.store.delete(&self.cold_key(number)) {
-                tracing::warn!(table = number, error = %e, "could not delete obsolete cold table");
+        self.defer_object(number);
+    }
+
+    /// Queues the object of table `number` for deletion once its grace period is over.
+    pub(crate) fn defer_object(&self, number: u64) {
+        if self.cold.is_some() {
+            self.gc.defer(number, self.clock.now_millis());
+        }
+    }
+
+    /// Deletes the objects whose grace period is over, unless `live` (the current version's
+    /// cold tables) names them again. Stops at the first failure: the store is likely down and
+    /// the rest waits for the next pass. Returns how many objects were deleted.
+    pub(crate) fn collect_garbage(&self, live: &std::collections::HashSet<u64>) -> u64 {
+        let Some(c) = &self.cold else { return 0 };
+        let mut deleted = 0;
+        for number in self.gc.due(self.clock.now_millis()) {
+            if live.contains(&number) {
+                self.gc.forget(number);
+                continue;
+            }
+            match c.store.delete(&self.cold_key(number)) {
+                Ok(()) => {
+                    self.gc.forget(number);
+                    deleted += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(table = number, error = %e, "could not delete an obsolete cold table; will retry");
+                    break;
+                }
             }
         }
+        self.objects_deleted.fetch_add(deleted, Ordering::Relaxed);
+        deleted
+    }
+
+    /// Objects waiting for their grace period to end.
+    pub(crate) fn garbage_pending(&self) -> usize {
+        self.gc.len()
+    }
+
+    /// Objects deleted since open.
+    pub(crate) fn objects_deleted(&self) -> u64 {
+        self.objects_deleted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn evict(&self, number: u64) {

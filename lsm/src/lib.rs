@@ -48,6 +48,7 @@
 mod batch;
 mod cache;
 mod coding;
+mod cold_gc;
 mod compaction;
 mod db;
 mod error;

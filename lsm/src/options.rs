@@ -80,6 +80,10 @@ pub struct ColdTier {
     pub first_level: usize,
     /// Retries, backoff and the bound on requests in flight for every call to `store`.
     pub retry: crate::object::RetryPolicy,
+    /// How long an object stays in the store after no version of this database names it
+    /// (default 10 minutes): replicas sharing the bucket, snapshot installs and backups may still
+    /// read it. Zero deletes at the next collection pass.
+    pub gc_grace: std::time::Duration,
 }
 
 impl ColdTier {
@@ -93,6 +97,7 @@ impl ColdTier {
             prefix: prefix.into(),
             first_level: 1,
             retry: crate::object::RetryPolicy::default(),
+            gc_grace: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -104,6 +109,7 @@ impl std::fmt::Debug for ColdTier {
             .field("prefix", &self.prefix)
             .field("first_level", &self.first_level)
             .field("retry", &self.retry)
+            .field("gc_grace", &self.gc_grace)
             .finish()
     }
 }

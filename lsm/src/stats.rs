@@ -83,6 +83,10 @@ pub struct Stats {
     pub cold_put_bytes: u64,
     /// Cold-tier requests that failed (each attempt counts).
     pub cold_failures: u64,
+    /// Obsolete objects deleted from the cold tier since open.
+    pub cold_objects_deleted: u64,
+    /// Obsolete objects waiting for their grace period before deletion.
+    pub cold_objects_pending_deletion: u64,
     /// Block cache lookups that hit.
     pub block_cache_hits: u64,
     /// Block cache lookups that missed.
@@ -140,6 +144,8 @@ impl Stats {
             cold_puts: g(&inner.object_counters.puts),
             cold_put_bytes: g(&inner.object_counters.put_bytes),
             cold_failures: g(&inner.object_counters.failures),
+            cold_objects_deleted: inner.tables.objects_deleted(),
+            cold_objects_pending_deletion: inner.tables.garbage_pending() as u64,
             block_cache_hits: blocks.hits(),
             block_cache_misses: blocks.misses(),
             block_cache_usage: blocks.usage(),

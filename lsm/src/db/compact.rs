@@ -228,7 +228,32 @@ impl Inner {
                 })?;
             }
         }
+        // The tables this call replaced are garbage now; with no grace period, their objects
+        // go before it returns.
+        self.collect_cold_garbage();
         Ok(())
+    }
+
+    /// Deletes cold objects whose grace period is over (see `cold_gc`). Not while a background
+    /// error stands: the in-memory version may then be ahead of what the manifest holds.
+    pub(crate) fn collect_cold_garbage(&self) {
+        if self.tables.cold().is_none()
+            || self.tables.garbage_pending() == 0
+            || self.bg_error().is_some()
+        {
+            return;
+        }
+        let live: std::collections::HashSet<u64> = self
+            .sv
+            .load()
+            .version
+            .levels
+            .iter()
+            .flatten()
+            .filter(|f| f.meta.cold)
+            .map(|f| f.meta.number)
+            .collect();
+        self.tables.collect_garbage(&live);
     }
 
     fn run_manual(&self, c: &Compaction) -> Result<()> {
@@ -268,47 +293,64 @@ impl Inner {
 /// The compaction thread: runs picked compactions while any level is over target.
 pub(crate) fn compaction_loop(inner: Arc<Inner>) {
     loop {
-        {
+        let compact = {
             let mut bg = lock(&inner.bg);
             while !bg.shutdown && (!bg.compaction_requested || bg.error.is_some()) {
-                bg = inner.bg_cv.wait(bg).unwrap_or_else(|p| p.into_inner());
+                if inner.tables.garbage_pending() == 0 {
+                    bg = inner.bg_cv.wait(bg).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                // Objects wait for their grace period: look again in a second.
+                let (g, t) = inner
+                    .bg_cv
+                    .wait_timeout(bg, std::time::Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner());
+                bg = g;
+                if t.timed_out() {
+                    break;
+                }
             }
             if bg.shutdown {
                 return;
             }
+            let compact = bg.compaction_requested && bg.error.is_none();
             bg.compaction_requested = false;
-        }
-        loop {
-            let _g = lock(&inner.compaction_lock);
-            if inner.shutting_down() || inner.bg_error().is_some() {
-                break;
-            }
-            let picked = {
-                let vs = lock(&inner.versions);
-                leveled::pick(&inner.sv.load().version, &inner.opts, &vs.pointers)
-            };
-            let Some(c) = picked else { break };
-            match inner.run_compaction(&c) {
-                Ok(()) => {
-                    let _bg = lock(&inner.bg);
-                    inner.bg_cv.notify_all();
-                }
-                Err(Error::Closed) => return,
-                Err(Error::Unavailable(e)) => {
-                    // The object store is down: writes go on into L0 until backpressure; try
-                    // again after a pause (or the next flush).
-                    tracing::warn!(error = %e, "compaction paused: object store unavailable");
-                    let bg = lock(&inner.bg);
-                    let _ = inner
-                        .bg_cv
-                        .wait_timeout(bg, std::time::Duration::from_secs(1));
+            compact
+        };
+        if compact {
+            loop {
+                let _g = lock(&inner.compaction_lock);
+                if inner.shutting_down() || inner.bg_error().is_some() {
                     break;
                 }
-                Err(e) => {
-                    inner.set_bg_error(e);
-                    break;
+                let picked = {
+                    let vs = lock(&inner.versions);
+                    leveled::pick(&inner.sv.load().version, &inner.opts, &vs.pointers)
+                };
+                let Some(c) = picked else { break };
+                match inner.run_compaction(&c) {
+                    Ok(()) => {
+                        let _bg = lock(&inner.bg);
+                        inner.bg_cv.notify_all();
+                    }
+                    Err(Error::Closed) => return,
+                    Err(Error::Unavailable(e)) => {
+                        // The object store is down: writes go on into L0 until backpressure; try
+                        // again after a pause (or the next flush).
+                        tracing::warn!(error = %e, "compaction paused: object store unavailable");
+                        let bg = lock(&inner.bg);
+                        let _ = inner
+                            .bg_cv
+                            .wait_timeout(bg, std::time::Duration::from_secs(1));
+                        break;
+                    }
+                    Err(e) => {
+                        inner.set_bg_error(e);
+                        break;
+                    }
                 }
             }
         }
+        inner.collect_cold_garbage();
     }
 }

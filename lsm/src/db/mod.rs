@@ -52,8 +52,12 @@ pub struct RecoveryReport {
     pub wal_damaged_segment: Option<PathBuf>,
     /// Bytes of a torn manifest tail ignored.
     pub manifest_bytes_dropped: u64,
-    /// Files left by an interrupted flush or compaction, deleted at open.
+    /// Files and objects left by an interrupted flush or compaction, deleted at open (objects
+    /// only when their grace period is zero; otherwise they wait, see `orphan_objects_found`).
     pub orphan_files_deleted: u64,
+    /// Objects under this database's prefix that the manifest does not name, queued for
+    /// deletion after [`ColdTier::gc_grace`](crate::ColdTier::gc_grace).
+    pub orphan_objects_found: u64,
 }
 
 /// The read view: memtables and tables, swapped as a whole.

@@ -165,9 +165,10 @@ fn max_file_number(dir: &Path) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// Deletes objects of this database's prefix that no table of the version names: uploads whose
-/// manifest edit never happened, and deletions that failed. A store that cannot be listed now
-/// is swept at a later open; opening does not depend on it.
+/// Queues for deletion (after the grace period) the objects of this database's prefix that no
+/// table of the version names: uploads whose manifest edit never happened, deletions that
+/// failed or were pending when the process stopped. A store that cannot be listed now is swept
+/// at a later open; opening does not depend on it. Returns how many were queued.
 fn sweep_objects(
     cold: &crate::ColdTier,
     tables: &TableCache,
@@ -181,20 +182,19 @@ fn sweep_objects(
             return 0;
         }
     };
-    let mut deleted = 0;
+    let mut found = 0;
     for o in objects {
         let number = o
             .key
             .strip_prefix(&prefix)
             .and_then(|n| n.strip_suffix(".sst"))
             .and_then(|n| n.parse::<u64>().ok());
-        if number.is_some_and(|n| !live.contains(&n) && tables.cold_key(n) == o.key)
-            && cold.store.delete(&o.key).is_ok()
-        {
-            deleted += 1;
+        if let Some(n) = number.filter(|&n| !live.contains(&n) && tables.cold_key(n) == o.key) {
+            tables.defer_object(n);
+            found += 1;
         }
     }
-    deleted
+    found
 }
 
 pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
@@ -234,6 +234,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         opts.max_open_tables,
         blocks,
         cache_id,
+        opts.clock.clone(),
     ));
 
     // Every local table the manifest names must be there, whole. (Cold tables are checked when
@@ -367,7 +368,8 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     }
 
     if let Some(cold) = tables.cold() {
-        report.orphan_files_deleted += sweep_objects(cold, &tables, &live_cold);
+        report.orphan_objects_found = sweep_objects(cold, &tables, &live_cold);
+        report.orphan_files_deleted += tables.collect_garbage(&live_cold);
     }
 
     let pending = crate::compaction::leveled::pending_bytes(&version, &opts);
