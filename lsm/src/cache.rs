@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::diskcache::DiskCache;
 use crate::sst::Table;
 use crate::version::FileMeta;
 use crate::Result;
@@ -112,6 +113,8 @@ pub(crate) struct TableCache {
     cache: quick_cache::sync::Cache<u64, Arc<Table>>,
     blocks: BlockCache,
     cache_id: u64,
+    /// Cold tables' data blocks on local disk, when configured.
+    disk: Option<DiskCache>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -123,6 +126,7 @@ impl TableCache {
         capacity: usize,
         blocks: BlockCache,
         cache_id: u64,
+        disk: Option<DiskCache>,
     ) -> Self {
         TableCache {
             dir,
@@ -130,6 +134,7 @@ impl TableCache {
             cache: quick_cache::sync::Cache::new(capacity),
             blocks,
             cache_id,
+            disk,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -151,7 +156,8 @@ impl TableCache {
                 self.cache_id,
                 Some(&self.meta_path(number)),
                 COLD_TAIL_HINT,
-            )?,
+            )?
+            .with_disk_cache(self.disk.clone()),
             (None, true) => {
                 return Err(crate::Error::InvalidArgument(format!(
                     "table {number} is in an object store, but no cold tier is configured"
@@ -202,6 +208,10 @@ impl TableCache {
 
     pub(crate) fn blocks(&self) -> &BlockCache {
         &self.blocks
+    }
+
+    pub(crate) fn disk(&self) -> Option<&DiskCache> {
+        self.disk.as_ref()
     }
 
     pub(crate) fn hits(&self) -> u64 {

@@ -80,6 +80,10 @@ pub struct ColdTier {
     pub first_level: usize,
     /// Retries, backoff and the bound on requests in flight for every call to `store`.
     pub retry: crate::object::RetryPolicy,
+    /// A local disk cache of the data blocks point lookups fetch, between the memory block cache
+    /// and `store` (default: none). It survives restarts, so a warm working set costs no GETs
+    /// after one.
+    pub disk_cache: Option<crate::DiskCacheOptions>,
 }
 
 impl ColdTier {
@@ -93,7 +97,19 @@ impl ColdTier {
             prefix: prefix.into(),
             first_level: 1,
             retry: crate::object::RetryPolicy::default(),
+            disk_cache: None,
         }
+    }
+
+    /// The same tier with a disk cache of up to `capacity_bytes` in `dir` (see
+    /// [`DiskCacheOptions`](crate::DiskCacheOptions)).
+    pub fn with_disk_cache(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        capacity_bytes: u64,
+    ) -> Self {
+        self.disk_cache = Some(crate::DiskCacheOptions::new(dir, capacity_bytes));
+        self
     }
 }
 
@@ -104,6 +120,7 @@ impl std::fmt::Debug for ColdTier {
             .field("prefix", &self.prefix)
             .field("first_level", &self.first_level)
             .field("retry", &self.retry)
+            .field("disk_cache", &self.disk_cache)
             .finish()
     }
 }
@@ -231,6 +248,12 @@ impl Options {
             }
             if crate::object::validate_key(&format!("{}/sst/0.sst", c.prefix)).is_err() {
                 return bad("cold_tier.prefix must be a valid object key prefix");
+            }
+            if c.disk_cache
+                .as_ref()
+                .is_some_and(|d| d.capacity_bytes < crate::MIN_DISK_CACHE_BYTES)
+            {
+                return bad("cold_tier.disk_cache.capacity_bytes must be at least 1 MiB");
             }
         }
         if self.level_size_multiplier < 2 || self.target_file_size < 4096 {

@@ -414,6 +414,9 @@ impl Inner {
             let _ = t.join();
         }
         lock(&self.dir_lock).take();
+        if let Some(d) = self.tables.disk() {
+            d.close();
+        }
         result
     }
 }

@@ -228,12 +228,21 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         )),
         ..c
     });
+    // Opened before anything is written, so that a cache directory another database holds
+    // fails the open cleanly.
+    let disk = opts
+        .cold_tier
+        .as_ref()
+        .and_then(|c| c.disk_cache.as_ref())
+        .map(crate::diskcache::DiskCache::open)
+        .transpose()?;
     let tables = Arc::new(TableCache::new(
         dir.to_path_buf(),
         cold,
         opts.max_open_tables,
         blocks,
         cache_id,
+        disk,
     ));
 
     // Every local table the manifest names must be there, whole. (Cold tables are checked when
