@@ -222,9 +222,15 @@ fn run_case(
     opts.max_bytes_for_level_base = base;
     opts.wal = wal;
     let objects = tempfile::tempdir().unwrap();
+    let disk_cache = tempfile::tempdir().unwrap();
     if cold {
         let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
-        opts.cold_tier = Some(lsm::ColdTier::new(Arc::new(store), "model"));
+        // With a disk cache, so that blocks it serves after a reopen are checked against the
+        // model too.
+        opts.cold_tier = Some(
+            lsm::ColdTier::new(Arc::new(store), "model")
+                .with_disk_cache(disk_cache.path(), lsm::MIN_DISK_CACHE_BYTES),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let open = || Db::open(dir.path(), opts.clone()).map_err(fail);
