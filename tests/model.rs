@@ -232,11 +232,17 @@ fn run_case(
     opts.max_bytes_for_level_base = base;
     opts.wal = wal;
     let objects = tempfile::tempdir().unwrap();
+    let disk_cache = tempfile::tempdir().unwrap();
     match tier {
         Tier::Local => {}
         Tier::Dir => {
             let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
-            opts.cold_tier = Some(lsm::ColdTier::new(Arc::new(store), "model"));
+            // With a disk cache, so that blocks it serves after a reopen are checked against
+            // the model too.
+            opts.cold_tier = Some(
+                lsm::ColdTier::new(Arc::new(store), "model")
+                    .with_disk_cache(disk_cache.path(), lsm::MIN_DISK_CACHE_BYTES),
+            );
         }
         Tier::S3 => {
             // One bucket, a fresh prefix per case.

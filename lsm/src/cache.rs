@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::cold_gc::ColdGc;
+use crate::diskcache::DiskCache;
 use crate::sst::Table;
 use crate::version::FileMeta;
 use crate::Result;
@@ -114,6 +115,8 @@ pub(crate) struct TableCache {
     cache: quick_cache::sync::Cache<u64, Arc<Table>>,
     blocks: BlockCache,
     cache_id: u64,
+    /// Cold tables' data blocks on local disk, when configured.
+    disk: Option<DiskCache>,
     hits: AtomicU64,
     misses: AtomicU64,
     gc: ColdGc,
@@ -129,6 +132,7 @@ impl TableCache {
         blocks: BlockCache,
         cache_id: u64,
         clock: Arc<dyn crate::Clock>,
+        disk: Option<DiskCache>,
     ) -> Self {
         let grace = cold.as_ref().map_or(Duration::ZERO, |c| c.gc_grace);
         TableCache {
@@ -140,6 +144,7 @@ impl TableCache {
             cache: quick_cache::sync::Cache::new(capacity),
             blocks,
             cache_id,
+            disk,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -161,7 +166,8 @@ impl TableCache {
                 self.cache_id,
                 Some(&self.meta_path(number)),
                 COLD_TAIL_HINT,
-            )?,
+            )?
+            .with_disk_cache(self.disk.clone()),
             (None, true) => {
                 return Err(crate::Error::InvalidArgument(format!(
                     "table {number} is in an object store, but no cold tier is configured"
@@ -251,6 +257,10 @@ impl TableCache {
 
     pub(crate) fn blocks(&self) -> &BlockCache {
         &self.blocks
+    }
+
+    pub(crate) fn disk(&self) -> Option<&DiskCache> {
+        self.disk.as_ref()
     }
 
     pub(crate) fn hits(&self) -> u64 {

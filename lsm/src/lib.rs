@@ -4,8 +4,8 @@
 //! Writes go to a write-ahead log and a skip-list memtable; full memtables are flushed to sorted,
 //! checksummed, LZ4-compressed tables (SSTs) that background compaction merges down a leveled
 //! tree. Reads consult the memtables, then the tables, each guarded by a bloom filter and an
-//! index, with data blocks cached in memory. The API is synchronous and thread-safe and needs no
-//! async runtime.
+//! index, with data blocks cached in memory (and, for levels kept in an object store, optionally
+//! on local disk). The API is synchronous and thread-safe and needs no async runtime.
 //!
 //! ```
 //! use lsm::{Db, Options, WriteBatch};
@@ -51,6 +51,7 @@ mod coding;
 mod cold_gc;
 mod compaction;
 mod db;
+mod diskcache;
 mod error;
 mod framing;
 mod fsutil;
@@ -69,6 +70,7 @@ mod wal;
 pub use batch::WriteBatch;
 pub use cache::BlockCache;
 pub use db::{Db, RecoveryReport, Snapshot};
+pub use diskcache::{DiskCacheOptions, MIN_DISK_CACHE_BYTES};
 pub use error::{Error, Result};
 pub use iter::db_iter::Iter;
 pub use key::{ValueKind, MAX_SEQ};

@@ -84,6 +84,10 @@ pub struct ColdTier {
     /// (default 10 minutes): replicas sharing the bucket, snapshot installs and backups may still
     /// read it. Zero deletes at the next collection pass.
     pub gc_grace: std::time::Duration,
+    /// A local disk cache of the data blocks point lookups fetch, between the memory block cache
+    /// and `store` (default: none). It survives restarts, so a warm working set costs no GETs
+    /// after one.
+    pub disk_cache: Option<crate::DiskCacheOptions>,
 }
 
 impl ColdTier {
@@ -98,7 +102,19 @@ impl ColdTier {
             first_level: 1,
             retry: crate::object::RetryPolicy::default(),
             gc_grace: std::time::Duration::from_secs(600),
+            disk_cache: None,
         }
+    }
+
+    /// The same tier with a disk cache of up to `capacity_bytes` in `dir` (see
+    /// [`DiskCacheOptions`](crate::DiskCacheOptions)).
+    pub fn with_disk_cache(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        capacity_bytes: u64,
+    ) -> Self {
+        self.disk_cache = Some(crate::DiskCacheOptions::new(dir, capacity_bytes));
+        self
     }
 }
 
@@ -110,6 +126,7 @@ impl std::fmt::Debug for ColdTier {
             .field("first_level", &self.first_level)
             .field("retry", &self.retry)
             .field("gc_grace", &self.gc_grace)
+            .field("disk_cache", &self.disk_cache)
             .finish()
     }
 }
@@ -237,6 +254,12 @@ impl Options {
             }
             if crate::object::validate_key(&format!("{}/sst/0.sst", c.prefix)).is_err() {
                 return bad("cold_tier.prefix must be a valid object key prefix");
+            }
+            if c.disk_cache
+                .as_ref()
+                .is_some_and(|d| d.capacity_bytes < crate::MIN_DISK_CACHE_BYTES)
+            {
+                return bad("cold_tier.disk_cache.capacity_bytes must be at least 1 MiB");
             }
         }
         if self.level_size_multiplier < 2 || self.target_file_size < 4096 {

@@ -95,6 +95,21 @@ pub struct Stats {
     pub block_cache_usage: u64,
     /// Block cache capacity in bytes.
     pub block_cache_capacity: u64,
+    /// Disk cache lookups (of cold data blocks the block cache did not hold) that hit.
+    pub disk_cache_hits: u64,
+    /// Disk cache lookups that missed, including blocks found damaged or unreadable.
+    pub disk_cache_misses: u64,
+    /// Blocks added to the disk cache.
+    pub disk_cache_inserts: u64,
+    /// Blocks dropped from the disk cache with the segments evicted to respect its capacity.
+    pub disk_cache_evictions: u64,
+    /// Disk cache reads, writes and deletions that failed, and cached blocks found damaged
+    /// (each a miss or a skipped insert; only the first is logged).
+    pub disk_cache_errors: u64,
+    /// Bytes of the disk cache's files.
+    pub disk_cache_usage: u64,
+    /// Disk cache capacity in bytes (0 without a disk cache).
+    pub disk_cache_capacity: u64,
     /// Table cache lookups that hit.
     pub table_cache_hits: u64,
     /// Table cache lookups that opened a file.
@@ -119,6 +134,8 @@ impl Stats {
         let user = g(&c.user_bytes);
         let written = g(&c.wal_bytes) + g(&c.bytes_flushed) + g(&c.compaction_bytes_written);
         let blocks = inner.tables.blocks();
+        let disk = inner.tables.disk();
+        let d = |f: fn(&crate::diskcache::DiskCache) -> u64| disk.map_or(0, f);
         Stats {
             levels,
             memtable_bytes: sv.mem.approximate_bytes() as u64,
@@ -150,6 +167,13 @@ impl Stats {
             block_cache_misses: blocks.misses(),
             block_cache_usage: blocks.usage(),
             block_cache_capacity: blocks.capacity(),
+            disk_cache_hits: d(crate::diskcache::DiskCache::hits),
+            disk_cache_misses: d(crate::diskcache::DiskCache::misses),
+            disk_cache_inserts: d(crate::diskcache::DiskCache::inserts),
+            disk_cache_evictions: d(crate::diskcache::DiskCache::evictions),
+            disk_cache_errors: d(crate::diskcache::DiskCache::errors),
+            disk_cache_usage: d(crate::diskcache::DiskCache::usage),
+            disk_cache_capacity: d(crate::diskcache::DiskCache::capacity),
             table_cache_hits: inner.tables.hits(),
             table_cache_misses: inner.tables.misses(),
             write_amplification: if user == 0 {

@@ -418,6 +418,9 @@ impl Inner {
             let _ = t.join();
         }
         lock(&self.dir_lock).take();
+        if let Some(d) = self.tables.disk() {
+            d.close();
+        }
         result
     }
 }

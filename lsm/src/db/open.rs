@@ -228,6 +228,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         )),
         ..c
     });
+    // Opened before anything is written, so that a cache directory another database holds
+    // fails the open cleanly.
+    let disk = opts
+        .cold_tier
+        .as_ref()
+        .and_then(|c| c.disk_cache.as_ref())
+        .map(crate::diskcache::DiskCache::open)
+        .transpose()?;
     let tables = Arc::new(TableCache::new(
         dir.to_path_buf(),
         cold,
@@ -235,6 +243,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         blocks,
         cache_id,
         opts.clock.clone(),
+        disk,
     ));
 
     // Every local table the manifest names must be there, whole. (Cold tables are checked when

@@ -13,6 +13,7 @@ use super::source::{self, Source};
 use super::{BlockHandle, BLOCK_TRAILER_LEN, COMPRESSION_LZ4, COMPRESSION_NONE, FOOTER_LEN};
 use crate::cache::{BlockCache, BlockKey};
 use crate::coding::{u32_at, u64_at, Reader};
+use crate::diskcache::{DiskCache, TableId};
 use crate::error::IoContext;
 use crate::key::cmp_internal;
 use crate::object::ObjectStore;
@@ -34,6 +35,8 @@ pub struct Table {
     props: Properties,
     cache: BlockCache,
     cache_id: u64,
+    /// The disk cache of a cold table's data blocks, and the table's name in it.
+    disk: Option<(DiskCache, TableId)>,
 }
 
 impl std::fmt::Debug for Table {
@@ -158,6 +161,7 @@ impl Table {
             props: Properties::default(),
             cache,
             cache_id,
+            disk: None,
         };
         let corrupt = |t: &Table, d: &str| Error::corruption(&t.path, d.to_string());
         let fb = t.read_raw(fh)?;
@@ -254,18 +258,53 @@ impl Table {
         matches!(self.src, Source::Remote(_))
     }
 
-    /// Data block `i` if the block cache holds it.
+    /// Reads this cold table's data blocks through `disk` (a local table ignores it). The table
+    /// is named there by its object key and a hash of its locally held metadata, which differs
+    /// between tables that happen to reuse a key.
+    pub(crate) fn with_disk_cache(mut self, disk: Option<DiskCache>) -> Table {
+        if let (Some(d), Source::Remote(r)) = (disk, &self.src) {
+            let fingerprint = xxhash_rust::xxh3::xxh3_64_with_seed(&r.tail, r.size);
+            self.disk = Some((d, TableId::new(&r.key, fingerprint)));
+        }
+        self
+    }
+
+    /// Data block `i` if the block cache or the disk cache holds it. A disk hit is not added to
+    /// the block cache: the callers are scans, which leave it alone.
     pub(crate) fn cached_block(&self, i: usize) -> Option<Bytes> {
-        self.cache.get(&BlockKey {
-            cache_id: self.cache_id,
-            file: self.number,
-            offset: self.index[i].handle.offset,
-        })
+        let h = self.index[i].handle;
+        self.cache
+            .get(&BlockKey {
+                cache_id: self.cache_id,
+                file: self.number,
+                offset: h.offset,
+            })
+            .or_else(|| self.disk_block(h))
+    }
+
+    /// Data block `h`, verified and decompressed, if the disk cache holds it intact.
+    fn disk_block(&self, h: BlockHandle) -> Option<Bytes> {
+        let (disk, id) = self.disk.as_ref()?;
+        let end = self.block_end(h).ok()?;
+        let raw = disk.get(id, h.offset, end - h.offset)?;
+        match self.verify(raw, h.offset) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                // Only verified blocks are inserted and the record's checksums passed, so this
+                // takes damage both checksums miss; still a miss, not an error.
+                disk.reject(id, h.offset, &e);
+                None
+            }
+        }
     }
 
     /// Reads data block `first` and the blocks after it (before it, when `reverse`) that fit in
     /// `max_bytes`, with one request, and returns them verified and decompressed in iteration
-    /// order. Nothing is cached: a scan must not evict the point lookups' working set.
+    /// order. Nothing is cached, in memory or on disk: a scan must not evict the point lookups'
+    /// working set, least of all from the disk cache, whose FIFO eviction has no defence against
+    /// one pass over a large range; and compaction, which reads its cold inputs this way, would
+    /// fill the disk cache with tables it is about to delete. (Blocks the disk cache already holds
+    /// are read from it, through `cached_block`.)
     pub(crate) fn read_run(
         &self,
         first: usize,
@@ -317,7 +356,8 @@ impl Table {
         d.ok_or_else(|| Error::corruption(&self.path, format!("malformed data block {i}")))
     }
 
-    /// Data block `i`, through the block cache (filled only when `fill_cache`).
+    /// Data block `i`, through the block cache and, for a cold table, the disk cache (both
+    /// filled only when `fill_cache`).
     pub(crate) fn block(&self, i: usize, fill_cache: bool) -> Result<Bytes> {
         let h = self.index[i].handle;
         let key = BlockKey {
@@ -328,7 +368,21 @@ impl Table {
         if let Some(b) = self.cache.get(&key) {
             return Ok(b);
         }
-        let b = self.read_raw(h)?;
+        let b = match (self.disk_block(h), &self.disk) {
+            (Some(b), _) => b,
+            (None, Some((disk, id))) => {
+                let end = self.block_end(h)?;
+                let raw = self.src.read(h.offset, end, &self.path)?;
+                let b = self.verify(raw.clone(), h.offset)?;
+                if fill_cache {
+                    // Stored as fetched (compressed, trailer included): smaller on disk, and
+                    // verified again by the checksum trailer whenever it is read back.
+                    disk.insert(id, h.offset, &raw);
+                }
+                b
+            }
+            (None, None) => self.read_raw(h)?,
+        };
         if fill_cache {
             self.cache.insert(key, b.clone());
         }
