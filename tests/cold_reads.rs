@@ -71,6 +71,9 @@ fn cold_lookups_cost_at_most_one_get_and_absent_keys_none() {
         cold_hits > 100,
         "lookups should have gone to the store: {cold_hits} GETs"
     );
+    let s = db.stats();
+    assert_eq!(s.cold_lookups, (0..N).step_by(101).count() as u64);
+    assert!(s.cold_gets_per_lookup() <= 1.0 && s.cold_gets_per_lookup() > 0.5);
 
     let before = db.stats().cold_gets;
     let absent = 5_000;

@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub compaction_bytes_written: AtomicU64,
     pub pending_compaction_bytes: AtomicU64,
     pub cold_bytes_uploaded: AtomicU64,
+    pub cold_lookups: AtomicU64,
 }
 
 /// Files and bytes of one level.
@@ -73,8 +74,11 @@ pub struct Stats {
     pub pending_compaction_bytes: u64,
     /// Bytes of tables uploaded to the cold tier.
     pub cold_bytes_uploaded: u64,
-    /// GET requests sent to the cold tier (retries included).
+    /// GET requests sent to the cold tier (retries included; scans', compactions' and
+    /// metadata fetches' too).
     pub cold_gets: u64,
+    /// Point lookups that consulted at least one cold table (its filter counts).
+    pub cold_lookups: u64,
     /// Bytes received by those GETs.
     pub cold_get_bytes: u64,
     /// PUT requests sent to the cold tier (retries included).
@@ -157,6 +161,7 @@ impl Stats {
             pending_compaction_bytes: g(&c.pending_compaction_bytes),
             cold_bytes_uploaded: g(&c.cold_bytes_uploaded),
             cold_gets: g(&inner.object_counters.gets),
+            cold_lookups: g(&c.cold_lookups),
             cold_get_bytes: g(&inner.object_counters.get_bytes),
             cold_puts: g(&inner.object_counters.puts),
             cold_put_bytes: g(&inner.object_counters.put_bytes),
@@ -189,6 +194,16 @@ impl Stats {
         self.levels.iter().map(|l| l.bytes).sum()
     }
 
+    /// Cold-tier GETs per point lookup that consulted a cold table (0 when none did). Exact
+    /// when only point lookups ran since the counters were read last; see `cold_gets`.
+    pub fn cold_gets_per_lookup(&self) -> f64 {
+        if self.cold_lookups == 0 {
+            0.0
+        } else {
+            self.cold_gets as f64 / self.cold_lookups as f64
+        }
+    }
+
     /// Block cache hit rate in [0, 1] (0 when unused).
     pub fn block_cache_hit_rate(&self) -> f64 {
         let t = self.block_cache_hits + self.block_cache_misses;
@@ -196,6 +211,16 @@ impl Stats {
             0.0
         } else {
             self.block_cache_hits as f64 / t as f64
+        }
+    }
+
+    /// Disk cache hit rate in [0, 1] (0 when unused or not configured).
+    pub fn disk_cache_hit_rate(&self) -> f64 {
+        let t = self.disk_cache_hits + self.disk_cache_misses;
+        if t == 0 {
+            0.0
+        } else {
+            self.disk_cache_hits as f64 / t as f64
         }
     }
 }

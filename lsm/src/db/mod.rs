@@ -331,12 +331,15 @@ impl Inner {
             .iter()
             .filter(|f| f.meta.min_seq <= seq && f.meta.overlaps(user_key, user_key));
         let deeper = (1..v.levels.len()).filter_map(|l| v.find_file(l, user_key));
+        let mut cold = false;
         for f in l0.chain(deeper) {
+            cold |= f.meta.cold;
             let t = self.tables.get(&f.meta)?;
             if !t.may_contain(hash) {
                 continue;
             }
             if let Some((ikey, value)) = t.get(user_key, &seek)? {
+                self.count_cold_lookup(cold);
                 let kind =
                     ValueKind::from_u8(key::kind_byte(key::split(&ikey).1)).ok_or_else(|| {
                         Error::corruption(
@@ -347,7 +350,14 @@ impl Inner {
                 return Ok(resolve(kind, value));
             }
         }
+        self.count_cold_lookup(cold);
         Ok(None)
+    }
+
+    fn count_cold_lookup(&self, cold: bool) {
+        if cold {
+            self.stats.cold_lookups.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Iterates at `seq`, or at the latest sequence when `None` (loaded after the view, as in
