@@ -5,6 +5,7 @@ mod engines;
 mod measure;
 mod phases;
 mod report;
+mod rundir;
 mod runner;
 mod workload;
 

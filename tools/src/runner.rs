@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tempfile::TempDir;
 
 use crate::cli::{Benchmark, LsmArgs};
 use crate::engines::{Engine, EngineConfig, EngineKind};
 use crate::measure::{disk_usage, peak_rss_bytes, reset_peak_rss, DiskUsage, Progress};
 use crate::phases::{self, FillOrder, Measured};
 use crate::report::{self, PhaseResult};
+use crate::rundir::RunDir;
 use crate::workload::Workload;
 
 /// Entries read after each seek (db_bench's `--seek_nexts`), making a seek a short range scan.
@@ -38,7 +38,7 @@ pub fn run(args: &LsmArgs) -> Result<()> {
         vec![args.engine]
     };
     let workload = Workload::new(args.num, args.key_size, args.value_size, args.seed)?;
-    let root = DbRoot::create(args.db_dir.as_deref())?;
+    let root = RunDir::create(args.db_dir.as_deref(), "lsm")?;
     let rss_per_phase = reset_peak_rss();
     // Results go to stdout through `out` so that a closed pipe ends the run with an error
     // instead of a panic.
@@ -288,65 +288,5 @@ fn to_result(
         peak_rss_bytes: peak_rss_bytes(),
         write_amplification,
         engine_stats,
-    }
-}
-
-/// Where the databases live: a temporary directory removed at the end, or the user's.
-enum DbRoot {
-    Temp(TempDir),
-    Kept(PathBuf),
-}
-
-impl DbRoot {
-    fn create(dir: Option<&Path>) -> Result<Self> {
-        if let Some(dir) = dir {
-            let non_empty = match std::fs::read_dir(dir) {
-                Ok(mut entries) => entries.next().is_some(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-            };
-            if non_empty {
-                bail!(
-                    "--db-dir {} is not empty; fills need fresh databases, so pick a new or \
-                     empty directory",
-                    dir.display()
-                );
-            }
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            return Ok(DbRoot::Kept(dir.to_path_buf()));
-        }
-        let local = Path::new("bench-results");
-        let temp = std::fs::create_dir_all(local)
-            .and_then(|()| tempfile::Builder::new().prefix("lsm-").tempdir_in(local))
-            .or_else(|_| {
-                tempfile::Builder::new()
-                    .prefix("strata-bench-lsm-")
-                    .tempdir()
-            })
-            .context("creating a temporary directory for the databases")?;
-        Ok(DbRoot::Temp(temp))
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            DbRoot::Temp(t) => t.path(),
-            DbRoot::Kept(p) => p,
-        }
-    }
-
-    fn is_kept(&self) -> bool {
-        matches!(self, DbRoot::Kept(_))
-    }
-
-    /// Removes a temporary root; returns the path of a kept one.
-    fn finish(self) -> Result<Option<PathBuf>> {
-        match self {
-            DbRoot::Temp(t) => {
-                let path = t.path().display().to_string();
-                t.close().with_context(|| format!("removing {path}"))?;
-                Ok(None)
-            }
-            DbRoot::Kept(p) => Ok(Some(p)),
-        }
     }
 }
