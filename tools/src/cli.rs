@@ -17,11 +17,14 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// One subcommand per layer of Strata; `tiered`, `raft` and `http` will join `lsm` here.
+/// One subcommand per layer of Strata; `raft` and `http` will join these.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// db_bench-style benchmark of the LSM engine, optionally against RocksDB and fjall.
     Lsm(LsmArgs),
+    /// Point reads of each tier (memtable, memory and disk caches, object store) of a database
+    /// whose levels from L1 down live in an object store.
+    Tiered(crate::tiered::TieredArgs),
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

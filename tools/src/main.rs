@@ -7,6 +7,7 @@ mod phases;
 mod report;
 mod rundir;
 mod runner;
+mod tiered;
 mod workload;
 
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         cli::Command::Lsm(args) => runner::run(args),
+        cli::Command::Tiered(args) => tiered::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,6 +41,16 @@ impl Latencies {
         self.0.add(&other.0).expect("histograms share their bounds");
     }
 
+    /// Operations recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The latency at quantile `q` (in [0, 1]), in microseconds; 0 when nothing was recorded.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        self.0.value_at_quantile(q) as f64 / 1000.0
+    }
+
     pub fn summary(&self) -> Option<LatencySummary> {
         if self.0.is_empty() {
             return None;

@@ -24,6 +24,8 @@ pub enum Stream {
     ReadKeys = 4,
     MissingKeys = 5,
     SeekKeys = 6,
+    /// Keys `strata-bench tiered` writes into the memtable and reads back.
+    HotKeys = 7,
 }
 
 pub struct Workload {
