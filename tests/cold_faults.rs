@@ -31,7 +31,7 @@ fn open(dir: &std::path::Path, store: &Arc<FaultyStore<LocalDirStore>>) -> Db {
                 max_in_flight: 8,
             },
             // Orphans and obsolete tables go at once, so the test can count what is left.
-            gc_grace: std::time::Duration::ZERO,
+            gc_grace: Some(std::time::Duration::ZERO),
             ..ColdTier::new(store.clone(), "db")
         }),
         ..Options::default()

@@ -49,7 +49,11 @@ fn options_for(dir: &Path, cold: bool) -> Options {
     if cold {
         let store =
             lsm::object::LocalDirStore::open(dir.with_extension("objects")).expect("object store");
-        o.cold_tier = Some(lsm::ColdTier::new(std::sync::Arc::new(store), "crash"));
+        o.cold_tier = Some(lsm::ColdTier {
+            // Deletions happen (and can be interrupted) throughout the loop.
+            gc_grace: Some(std::time::Duration::ZERO),
+            ..lsm::ColdTier::new(std::sync::Arc::new(store), "crash")
+        });
     }
     o
 }

@@ -239,10 +239,13 @@ fn run_case(
             let store = lsm::object::LocalDirStore::open(objects.path()).map_err(fail)?;
             // With a disk cache, so that blocks it serves after a reopen are checked against
             // the model too.
-            opts.cold_tier = Some(
-                lsm::ColdTier::new(Arc::new(store), "model")
-                    .with_disk_cache(disk_cache.path(), lsm::MIN_DISK_CACHE_BYTES),
-            );
+            opts.cold_tier = Some(lsm::ColdTier {
+                // Objects go as soon as no version names them, so snapshots and iterators
+                // reading replaced tables are checked against deletion too.
+                gc_grace: Some(Duration::ZERO),
+                ..lsm::ColdTier::new(Arc::new(store), "model")
+                    .with_disk_cache(disk_cache.path(), lsm::MIN_DISK_CACHE_BYTES)
+            });
         }
         Tier::S3 => {
             // One bucket, a fresh prefix per case.
@@ -251,7 +254,10 @@ fn run_case(
                 std::sync::OnceLock::new();
             let store = STORE.get_or_init(|| Arc::new(s3_server::shared().store("model")));
             let prefix = format!("case{}", CASE.fetch_add(1, Relaxed));
-            opts.cold_tier = Some(lsm::ColdTier::new(store.clone(), &prefix));
+            opts.cold_tier = Some(lsm::ColdTier {
+                gc_grace: Some(Duration::ZERO),
+                ..lsm::ColdTier::new(store.clone(), &prefix)
+            });
         }
     }
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -120,7 +119,6 @@ pub(crate) struct TableCache {
     hits: AtomicU64,
     misses: AtomicU64,
     gc: ColdGc,
-    clock: Arc<dyn crate::Clock>,
     objects_deleted: AtomicU64,
 }
 
@@ -131,14 +129,12 @@ impl TableCache {
         capacity: usize,
         blocks: BlockCache,
         cache_id: u64,
-        clock: Arc<dyn crate::Clock>,
         disk: Option<DiskCache>,
     ) -> Self {
-        let grace = cold.as_ref().map_or(Duration::ZERO, |c| c.gc_grace);
+        let grace = cold.as_ref().and_then(|c| c.gc_grace);
         TableCache {
             dir,
             gc: ColdGc::new(grace),
-            clock,
             objects_deleted: AtomicU64::new(0),
             cold,
             cache: quick_cache::sync::Cache::new(capacity),
@@ -211,7 +207,7 @@ impl TableCache {
     /// Queues the object of table `number` for deletion once its grace period is over.
     pub(crate) fn defer_object(&self, number: u64) {
         if self.cold.is_some() {
-            self.gc.defer(number, self.clock.now_millis());
+            self.gc.defer(number);
         }
     }
 
@@ -221,7 +217,11 @@ impl TableCache {
     pub(crate) fn collect_garbage(&self, live: &std::collections::HashSet<u64>) -> u64 {
         let Some(c) = &self.cold else { return 0 };
         let mut deleted = 0;
-        for number in self.gc.due(self.clock.now_millis()) {
+        let due = self.gc.due(
+            std::time::Instant::now(),
+            crate::cold_gc::MAX_DELETES_PER_PASS,
+        );
+        for number in due {
             if live.contains(&number) {
                 self.gc.forget(number);
                 continue;

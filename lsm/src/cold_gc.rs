@@ -14,43 +14,54 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Table numbers waiting for deletion, with the time (ms on the engine's clock) each may go.
+/// Most objects deleted by one collection pass, so that a backlog (thousands of orphans found at
+/// open) never holds the compaction thread for long; the rest waits for the next pass.
+pub(crate) const MAX_DELETES_PER_PASS: usize = 256;
+
+/// Table numbers waiting for deletion, with the instant each may go. Deadlines are on the
+/// monotonic clock: a wall-clock step (NTP, a restored VM) must not make deletion early, and the
+/// engine's TTL clock, which tests and replicas drive, must not move them either.
 #[derive(Debug)]
 pub(crate) struct ColdGc {
-    pending: Mutex<BTreeMap<u64, u64>>,
-    grace_ms: u64,
+    pending: Mutex<BTreeMap<u64, Instant>>,
+    /// `None`: this database never deletes objects (a replica that does not own them).
+    grace: Option<Duration>,
 }
 
 impl ColdGc {
-    pub fn new(grace: Duration) -> Self {
+    pub fn new(grace: Option<Duration>) -> Self {
         ColdGc {
             pending: Mutex::new(BTreeMap::new()),
-            grace_ms: grace.as_millis().min(u64::MAX as u128) as u64,
+            grace,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Instant>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Table `number` became garbage at `now_ms`. Deferring it again keeps the earlier
-    /// deadline.
-    pub fn defer(&self, number: u64, now_ms: u64) {
-        let deadline = now_ms.saturating_add(self.grace_ms);
+    /// Table `number` became garbage now. Deferring it again keeps the earlier deadline.
+    pub fn defer(&self, number: u64) {
+        let Some(grace) = self.grace else { return };
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(grace)
+            .unwrap_or(now + Duration::from_secs(1 << 40));
         self.lock()
             .entry(number)
             .and_modify(|d| *d = (*d).min(deadline))
             .or_insert(deadline);
     }
 
-    /// Tables whose grace period is over at `now_ms`.
-    pub fn due(&self, now_ms: u64) -> Vec<u64> {
+    /// Up to `max` tables whose grace period is over at `now`.
+    pub fn due(&self, now: Instant, max: usize) -> Vec<u64> {
         self.lock()
             .iter()
-            .filter(|(_, &d)| d <= now_ms)
+            .filter(|(_, &d)| d <= now)
             .map(|(&n, _)| n)
+            .take(max)
             .collect()
     }
 
@@ -71,23 +82,29 @@ mod tests {
 
     #[test]
     fn objects_become_due_after_the_grace_period() {
-        let gc = ColdGc::new(Duration::from_secs(10));
-        gc.defer(7, 1_000);
-        gc.defer(8, 5_000);
-        assert!(gc.due(10_999).is_empty());
-        assert_eq!(gc.due(11_000), vec![7]);
+        let gc = ColdGc::new(Some(Duration::from_secs(10)));
+        let t0 = Instant::now();
+        gc.defer(7);
+        gc.defer(8);
+        assert!(gc.due(t0, usize::MAX).is_empty());
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(gc.due(later, usize::MAX), vec![7, 8]);
+        assert_eq!(gc.due(later, 1), vec![7]);
         // A second deferral does not push the deadline back.
-        gc.defer(7, 9_000);
-        assert_eq!(gc.due(15_000), vec![7, 8]);
+        gc.defer(7);
+        assert_eq!(gc.due(later, usize::MAX), vec![7, 8]);
         gc.forget(7);
-        assert_eq!(gc.due(u64::MAX), vec![8]);
+        assert_eq!(gc.due(later, usize::MAX), vec![8]);
         assert_eq!(gc.len(), 1);
     }
 
     #[test]
-    fn zero_grace_is_immediate() {
-        let gc = ColdGc::new(Duration::ZERO);
-        gc.defer(1, 42);
-        assert_eq!(gc.due(42), vec![1]);
+    fn zero_grace_is_immediate_and_none_never() {
+        let gc = ColdGc::new(Some(Duration::ZERO));
+        gc.defer(1);
+        assert_eq!(gc.due(Instant::now(), usize::MAX), vec![1]);
+        let gc = ColdGc::new(None);
+        gc.defer(1);
+        assert_eq!(gc.len(), 0);
     }
 }

@@ -82,8 +82,9 @@ pub struct ColdTier {
     pub retry: crate::object::RetryPolicy,
     /// How long an object stays in the store after no version of this database names it
     /// (default 10 minutes): replicas sharing the bucket, snapshot installs and backups may still
-    /// read it. Zero deletes at the next collection pass.
-    pub gc_grace: std::time::Duration,
+    /// read it. Zero deletes at the next collection pass; `None` never deletes (a replica that
+    /// reads objects another node owns).
+    pub gc_grace: Option<std::time::Duration>,
     /// A local disk cache of the data blocks point lookups fetch, between the memory block cache
     /// and `store` (default: none). It survives restarts, so a warm working set costs no GETs
     /// after one.
@@ -101,7 +102,7 @@ impl ColdTier {
             prefix: prefix.into(),
             first_level: 1,
             retry: crate::object::RetryPolicy::default(),
-            gc_grace: std::time::Duration::from_secs(600),
+            gc_grace: Some(std::time::Duration::from_secs(600)),
             disk_cache: None,
         }
     }

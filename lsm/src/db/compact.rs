@@ -235,7 +235,8 @@ impl Inner {
     }
 
     /// Deletes cold objects whose grace period is over (see `cold_gc`). Not while a background
-    /// error stands: the in-memory version may then be ahead of what the manifest holds.
+    /// error stands: the in-memory version may then be ahead of what the manifest holds. The
+    /// caller holds the compaction lock.
     pub(crate) fn collect_cold_garbage(&self) {
         if self.tables.cold().is_none()
             || self.tables.garbage_pending() == 0
@@ -351,6 +352,11 @@ pub(crate) fn compaction_loop(inner: Arc<Inner>) {
                 }
             }
         }
-        inner.collect_cold_garbage();
+        {
+            // Under the compaction lock: one collection pass at a time, never concurrent with
+            // a compaction's upload and install.
+            let _g = lock(&inner.compaction_lock);
+            inner.collect_cold_garbage();
+        }
     }
 }

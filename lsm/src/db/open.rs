@@ -165,31 +165,54 @@ fn max_file_number(dir: &Path) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// Queues for deletion (after the grace period) the objects of this database's prefix that no
-/// table of the version names: uploads whose manifest edit never happened, deletions that
-/// failed or were pending when the process stopped. A store that cannot be listed now is swept
-/// at a later open; opening does not depend on it. Returns how many were queued.
-fn sweep_objects(
-    cold: &crate::ColdTier,
-    tables: &TableCache,
-    live: &std::collections::HashSet<u64>,
-) -> u64 {
+/// Numbers of the tables under this database's prefix in the object store, or `None` when the
+/// store cannot be listed now (the sweep then waits for a later open; opening does not depend
+/// on it).
+fn list_cold_tables(cold: &crate::ColdTier, tables: &TableCache) -> Option<Vec<u64>> {
     let prefix = format!("{}/sst/", cold.prefix);
     let objects = match cold.store.list(&prefix) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(error = %e, "object store not listed; orphan objects stay until a later open");
-            return 0;
+            return None;
         }
     };
+    Some(
+        objects
+            .iter()
+            .filter_map(|o| {
+                let n = o
+                    .key
+                    .strip_prefix(&prefix)?
+                    .strip_suffix(".sst")?
+                    .parse::<u64>()
+                    .ok()?;
+                (tables.cold_key(n) == o.key).then_some(n)
+            })
+            .collect(),
+    )
+}
+
+/// Queues for deletion (after the grace period) the listed tables the version does not name
+/// and this database could have written (numbered below the manifest's bound): uploads whose
+/// manifest edit never happened, deletions that failed or were pending when the process
+/// stopped. Numbers above the bound belong to no version this database ever had (another
+/// database under the same prefix, or a newer copy of this one): they are left alone. Returns
+/// how many were queued.
+fn sweep_objects(
+    listed: &[u64],
+    bound: u64,
+    tables: &TableCache,
+    live: &std::collections::HashSet<u64>,
+) -> u64 {
     let mut found = 0;
-    for o in objects {
-        let number = o
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|n| n.strip_suffix(".sst"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(n) = number.filter(|&n| !live.contains(&n) && tables.cold_key(n) == o.key) {
+    for &n in listed {
+        if n >= bound {
+            tracing::warn!(
+                table = n,
+                "object numbered above this database's tables: is another database using the same prefix?"
+            );
+        } else if !live.contains(&n) {
             tables.defer_object(n);
             found += 1;
         }
@@ -242,7 +265,6 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         opts.max_open_tables,
         blocks,
         cache_id,
-        opts.clock.clone(),
         disk,
     ));
 
@@ -278,7 +300,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
 
     // Start above every number in the directory too: an open that failed after creating its
     // WAL or manifest (but before switching CURRENT) used numbers the manifest never recorded.
-    let mut next_file = rec.next_file.max(max_file_number(dir)? + 1);
+    // And above every object under the prefix, so that no upload replaces one.
+    let listed = tables.cold().and_then(|c| list_cold_tables(c, &tables));
+    let manifest_bound = rec.next_file;
+    let above_objects = listed.iter().flatten().max().map_or(0, |n| n + 1);
+    let mut next_file = rec
+        .next_file
+        .max(max_file_number(dir)? + 1)
+        .max(above_objects);
     let mut alloc = || {
         let n = next_file;
         next_file += 1;
@@ -376,8 +405,8 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         }
     }
 
-    if let Some(cold) = tables.cold() {
-        report.orphan_objects_found = sweep_objects(cold, &tables, &live_cold);
+    if let Some(listed) = &listed {
+        report.orphan_objects_found = sweep_objects(listed, manifest_bound, &tables, &live_cold);
         report.orphan_files_deleted += tables.collect_garbage(&live_cold);
     }
 

@@ -7,8 +7,14 @@
 //!
 //! The SDK's own retries are off: [`RetryingStore`](super::RetryingStore) retries every call
 //! with backoff, and counting a request once per attempt keeps the engine's GET statistics
-//! honest. Each HTTP request has a deadline ([`S3Config::request_timeout`]) covering the
-//! response body too, which the SDK's operation timeout does not.
+//! honest. Each HTTP request has a deadline ([`S3Config::request_timeout`], plus time for the
+//! bytes of an upload at [`S3Config::min_upload_bytes_per_sec`]) covering the response body too,
+//! which the SDK's operation timeout does not.
+//!
+//! Credentials are read once, when the store is made: temporary credentials that expire make
+//! every request fail with `Rejected` until the store is made again. Parts of multipart uploads
+//! interrupted by a crash stay in the bucket; give it a lifecycle rule
+//! (`AbortIncompleteMultipartUpload`) as for any S3 writer.
 //!
 //! Objects of at least [`S3Config::multipart_threshold`] bytes go up as multipart uploads, parts
 //! in parallel, aborted on failure so no parts linger. Create-if-absent is a conditional write
@@ -78,6 +84,9 @@ pub struct S3Config {
     pub request_timeout: Duration,
     /// Deadline for establishing a connection (default 5 s).
     pub connect_timeout: Duration,
+    /// Slowest upload rate allowed for before a PUT (or part) times out: its deadline is
+    /// `request_timeout` plus its size at this rate (default 1 MiB/s).
+    pub min_upload_bytes_per_sec: u64,
     /// Objects of at least this many bytes are uploaded in parts (default 16 MiB).
     pub multipart_threshold: usize,
     /// Size of each part but the last (default 8 MiB; S3 requires at least 5 MiB).
@@ -97,6 +106,7 @@ impl S3Config {
             credentials: S3Credentials::Environment,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            min_upload_bytes_per_sec: 1 << 20,
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
             upload_concurrency: 4,
@@ -207,9 +217,9 @@ impl S3Store {
             .force_path_style(cfg.force_path_style)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
+                // Request deadlines are ours (`run`), sized to the bytes sent.
                 TimeoutConfig::builder()
                     .connect_timeout(cfg.connect_timeout)
-                    .operation_attempt_timeout(cfg.request_timeout)
                     .build(),
             );
         if let Some(ep) = &cfg.endpoint {
@@ -274,7 +284,24 @@ impl S3Store {
         key: &str,
         fut: impl Future<Output = Result<T, ObjectError>> + Send + 'static,
     ) -> Result<T, ObjectError> {
-        let timeout = self.cfg.request_timeout;
+        self.run_for(0, op, key, fut)
+    }
+
+    /// The deadline of a request sending `bytes`.
+    fn deadline(&self, bytes: usize) -> Duration {
+        let rate = self.cfg.min_upload_bytes_per_sec.max(1);
+        self.cfg.request_timeout + Duration::from_secs_f64(bytes as f64 / rate as f64)
+    }
+
+    /// `run` for a request that sends `bytes`.
+    fn run_for<T: Send + 'static>(
+        &self,
+        bytes: usize,
+        op: ObjectOp,
+        key: &str,
+        fut: impl Future<Output = Result<T, ObjectError>> + Send + 'static,
+    ) -> Result<T, ObjectError> {
+        let timeout = self.deadline(bytes);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.spawn(async move {
             let _ = tx.send(tokio::time::timeout(timeout, fut).await);
@@ -333,7 +360,7 @@ impl S3Store {
             return self.put_multipart(op, key, data, if_absent);
         }
         let (client, bucket, k) = (self.client.clone(), self.bucket.clone(), key.to_string());
-        self.run(op, key, async move {
+        self.run_for(data.len(), op, key, async move {
             let mut req = client
                 .put_object()
                 .bucket(bucket)
@@ -450,7 +477,7 @@ impl S3Store {
                     let (client, bucket, k) =
                         (self.client.clone(), self.bucket.clone(), key.to_string());
                     let (n, body, id) = (*n, body.clone(), upload_id.to_string());
-                    let timeout = self.cfg.request_timeout;
+                    let timeout = self.deadline(body.len());
                     let (tx, rx) = std::sync::mpsc::sync_channel(1);
                     self.spawn(async move {
                         let fut = client
@@ -475,13 +502,24 @@ impl S3Store {
                     rx
                 })
                 .collect();
+            // Every part of the wave finishes before an error returns: an abort racing parts
+            // still in flight may leave them behind.
+            let mut failed = None;
             for rx in receivers {
-                let part = rx.recv().map_err(|_| ObjectError::Unavailable {
-                    op,
-                    key: key.to_string(),
-                    detail: "the S3 runtime stopped".to_string(),
-                })??;
-                parts.push(part);
+                match rx.recv() {
+                    Ok(Ok(part)) => parts.push(part),
+                    Ok(Err(e)) => failed = failed.or(Some(e)),
+                    Err(_) => {
+                        failed = failed.or(Some(ObjectError::Unavailable {
+                            op,
+                            key: key.to_string(),
+                            detail: "the S3 runtime stopped".to_string(),
+                        }))
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         Ok(parts)
@@ -523,6 +561,14 @@ where
                 detail: format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
             }
         }
+        // The response (often a 2xx) could not be read: a reset connection, a truncated body.
+        SdkError::ResponseError(_) => {
+            return ObjectError::Unavailable {
+                op,
+                key,
+                detail: format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+            }
+        }
         _ => {}
     }
     let status = status(&e);
@@ -540,8 +586,10 @@ where
             end: 0,
             size: 0,
         },
-        (_, Some("NoSuchKey")) | (Some(404), Some("NotFound") | None) => ObjectError::NotFound(key),
-        (Some(408 | 409 | 429), _) | (Some(500..=599), _) | (None, _) => {
+        // Only a body naming the key counts as absent: a bare 404 may be a missing bucket or a
+        // misrouted endpoint, which must not read as a missing table (that is corruption).
+        (_, Some("NoSuchKey")) => ObjectError::NotFound(key),
+        (Some(408 | 409 | 429), _) | (Some(500..=599), _) | (Some(0..=399), _) | (None, _) => {
             ObjectError::Unavailable { op, key, detail }
         }
         (_, Some("RequestTimeout" | "SlowDown" | "InternalError")) => {
@@ -551,9 +599,34 @@ where
     }
 }
 
-/// Parses the object size out of `Content-Range: bytes a-b/size`.
-fn total_size(content_range: &str) -> Option<u64> {
-    content_range.rsplit_once('/')?.1.trim().parse().ok()
+/// Parses `Content-Range: bytes first-last/size` (both ends inclusive).
+fn parse_content_range(content_range: &str) -> Option<(u64, u64, u64)> {
+    let rest = content_range.trim().strip_prefix("bytes ")?;
+    let (span, size) = rest.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last, size): (u64, u64, u64) = (
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        size.trim().parse().ok()?,
+    );
+    (first <= last && last < size).then_some((first, last, size))
+}
+
+fn invalid_range(key: &str, range: &Range<u64>, size: u64) -> ObjectError {
+    ObjectError::InvalidRange {
+        key: key.to_string(),
+        start: range.start,
+        end: range.end,
+        size,
+    }
+}
+
+fn bad_response(key: &str, content_range: &str, got: usize) -> ObjectError {
+    ObjectError::Unavailable {
+        op: ObjectOp::GetRange,
+        key: key.to_string(),
+        detail: format!("response does not match the range asked for: Content-Range {content_range:?}, {got} bytes"),
+    }
 }
 
 impl ObjectStore for S3Store {
@@ -580,27 +653,30 @@ impl ObjectStore for S3Store {
             return if range.start <= size {
                 Ok(Bytes::new())
             } else {
-                Err(ObjectError::InvalidRange {
-                    key: key.to_string(),
-                    start: range.start,
-                    end: range.end,
-                    size,
-                })
+                Err(invalid_range(key, &range, size))
             };
         }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         match self.get_object(ObjectOp::GetRange, key, Some(header)) {
-            Ok((body, Some(_))) => Ok(body),
+            Ok((body, Some(cr))) => {
+                // The engine slices what it gets by offset: a response that is not exactly
+                // the bytes asked for (a misbehaving proxy) is a failure, never data.
+                let ok = parse_content_range(&cr).is_some_and(|(first, last, size)| {
+                    first == range.start
+                        && last + 1 == range.end.min(size)
+                        && body.len() as u64 == last + 1 - first
+                });
+                if ok {
+                    Ok(body)
+                } else {
+                    Err(bad_response(key, &cr, body.len()))
+                }
+            }
             // A server that ignores Range sends the whole object with 200.
             Ok((body, None)) => {
                 let len = body.len() as u64;
                 if range.start > len {
-                    return Err(ObjectError::InvalidRange {
-                        key: key.to_string(),
-                        start: range.start,
-                        end: range.end,
-                        size: len,
-                    });
+                    return Err(invalid_range(key, &range, len));
                 }
                 Ok(body.slice(range.start as usize..range.end.min(len) as usize))
             }
@@ -609,12 +685,7 @@ impl ObjectStore for S3Store {
                 if range.start == size {
                     return Ok(Bytes::new());
                 }
-                Err(ObjectError::InvalidRange {
-                    key: key.to_string(),
-                    start: range.start,
-                    end: range.end,
-                    size,
-                })
+                Err(invalid_range(key, &range, size))
             }
             Err(e) => Err(e),
         }
@@ -625,14 +696,16 @@ impl ObjectStore for S3Store {
             return Ok((Bytes::new(), self.size(key)?));
         }
         match self.get_object(ObjectOp::GetRange, key, Some(format!("bytes=-{len}"))) {
-            Ok((body, Some(cr))) => {
-                let size = total_size(&cr).ok_or_else(|| ObjectError::Unavailable {
-                    op: ObjectOp::GetRange,
-                    key: key.to_string(),
-                    detail: format!("unparsable Content-Range {cr:?}"),
-                })?;
-                Ok((body, size))
-            }
+            Ok((body, Some(cr))) => match parse_content_range(&cr) {
+                Some((first, last, size))
+                    if last + 1 == size
+                        && body.len() as u64 == last + 1 - first
+                        && body.len() as u64 == len.min(size) =>
+                {
+                    Ok((body, size))
+                }
+                _ => Err(bad_response(key, &cr, body.len())),
+            },
             Ok((body, None)) => {
                 let size = body.len() as u64;
                 let keep = len.min(size) as usize;
@@ -640,31 +713,32 @@ impl ObjectStore for S3Store {
             }
             // An empty object has no last byte to range over.
             Err(ObjectError::InvalidRange { .. }) => Ok((Bytes::new(), self.size(key)?)),
-            // Some servers (s3s-fs 0.14 among them) fail a suffix longer than the object
-            // instead of returning all of it. Asking for the size first costs a request but
-            // works everywhere; a server that is really down fails this too.
-            Err(ObjectError::Unavailable { .. }) => {
+            // Some servers (s3s-fs 0.14 among them) fail a suffix longer than the object with a
+            // 500 instead of returning all of it. Only when the object really is shorter is the
+            // whole of it fetched instead; otherwise the failure stands (and is retried).
+            Err(e @ ObjectError::Unavailable { .. }) => {
                 let size = self.size(key)?;
-                let body = self.get_range(key, size.saturating_sub(len)..size)?;
-                Ok((body, size))
+                if size >= len {
+                    return Err(e);
+                }
+                Ok((self.get_range(key, 0..size)?, size))
             }
             Err(e) => Err(e),
         }
     }
 
     fn size(&self, key: &str) -> Result<u64, ObjectError> {
-        validate_key(key)?;
-        let (client, bucket, k) = (self.client.clone(), self.bucket.clone(), key.to_string());
-        self.run(ObjectOp::Size, key, async move {
-            let out = client
-                .head_object()
-                .bucket(bucket)
-                .key(&k)
-                .send()
-                .await
-                .map_err(|e| map_err(ObjectOp::Size, &k, e))?;
-            Ok(out.content_length().unwrap_or(0).max(0) as u64)
-        })
+        // A one-byte GET rather than HEAD: a HEAD error has no body, so a missing bucket and a
+        // missing key would both be a bare 404.
+        match self.get_object(ObjectOp::Size, key, Some("bytes=0-0".to_string())) {
+            Ok((_, Some(cr))) => parse_content_range(&cr)
+                .map(|(_, _, size)| size)
+                .ok_or_else(|| bad_response(key, &cr, 1)),
+            Ok((body, None)) => Ok(body.len() as u64),
+            // No first byte: the object is empty.
+            Err(ObjectError::InvalidRange { .. }) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
@@ -740,10 +814,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_range_size() {
-        assert_eq!(total_size("bytes 0-9/100"), Some(100));
-        assert_eq!(total_size("bytes */42"), Some(42));
-        assert_eq!(total_size("garbage"), None);
+    fn content_range_parsing() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+        assert_eq!(parse_content_range("bytes 99-99/100"), Some((99, 99, 100)));
+        for bad in [
+            "bytes */42",
+            "garbage",
+            "bytes 5-4/10",
+            "bytes 0-10/10",
+            "bytes 0-x/1",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -102,7 +102,12 @@ pub(crate) fn fetch(
         .get_suffix(key, tail_hint.max(super::FOOTER_LEN as u64))
         .map_err(|e| object_error(label, e))?;
     let start = meta_start(&tail)?;
-    let mut tail_start = size - tail.len() as u64;
+    let mut tail_start = size.checked_sub(tail.len() as u64).ok_or_else(|| {
+        Error::corruption(
+            label,
+            "object store returned more bytes than the object holds",
+        )
+    })?;
     if start > size {
         return Err(Error::corruption(
             label,
