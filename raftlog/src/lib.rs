@@ -24,4 +24,4 @@ pub mod error;
 pub mod log;
 
 pub use error::{Error, Result};
-pub use log::{MetaKind, MAX_META_LEN};
+pub use log::{MetaKind, MAX_ENTRY_LEN, MAX_META_LEN};

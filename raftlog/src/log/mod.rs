@@ -6,5 +6,7 @@
 mod framing;
 mod fsutil;
 mod meta;
+mod segment;
 
 pub use meta::{MetaKind, MAX_META_LEN};
+pub use segment::MAX_ENTRY_LEN;
