@@ -5,15 +5,15 @@
 //! turned off (the Raft log takes the WAL's place). This crate will hold both halves of openraft's
 //! storage: the log store and the state machine over `lsm`.
 //!
-//! For now it holds the first half's core, the log: a hand-built segmented log of opaque entries
+//! For now it holds the first half's core, [`Log`]: a hand-built segmented log of opaque entries
 //! addressed by index, with the small durable values Raft needs beside it (vote, committed, purge
 //! point). It knows nothing of openraft's types; the openraft glue encodes entries and log ids and
 //! calls into it. Its guarantees are the ones openraft relies on:
 //!
-//! - an [`append`] returns only once its whole batch is durable (one `fdatasync`),
+//! - an [`append`](Log::append) returns only once its whole batch is durable (one `fdatasync`),
 //!   so acknowledging it to openraft (`log_io_completed`) after the call is safe;
-//! - [`save_meta`] (the vote) returns only once the value survives a crash;
-//! - [`truncate`] and [`purge`] are durable when they return: a
+//! - [`save_meta`](Log::save_meta) (the vote) returns only once the value survives a crash;
+//! - [`truncate`](Log::truncate) and [`purge`](Log::purge) are durable when they return: a
 //!   truncated entry never reappears, and the purge point survives even though the entries are
 //!   gone;
 //! - recovery keeps the longest valid prefix and stops at the first torn or corrupt record, never
@@ -24,4 +24,6 @@ pub mod error;
 pub mod log;
 
 pub use error::{Error, Result};
-pub use log::{MetaKind, MAX_ENTRY_LEN, MAX_META_LEN};
+pub use log::{
+    Log, LogOptions, LogStats, MetaKind, RecoveryDamage, RecoveryInfo, MAX_ENTRY_LEN, MAX_META_LEN,
+};

@@ -28,7 +28,7 @@ const PREFIX_LEN: usize = MAGIC.len() + 4;
 /// file from being read into memory whole.
 pub const MAX_META_LEN: usize = 1 << 20;
 
-/// Which small durable value `Log::save_meta` writes.
+/// Which small durable value [`Log::save_meta`](super::Log::save_meta) writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetaKind {
     /// The Raft vote (term and candidate), which must never be forgotten once acknowledged.
