@@ -365,9 +365,15 @@ impl Log {
             return Ok(());
         }
         self.guard(|log| {
-            // The first segment that keeps nothing, then the one cut in the middle (if any).
+            // The segments kept whole, then the one cut in the middle (if any), then those that
+            // go. Cutting at the purge point would leave a segment of purged entries only, so
+            // there every segment goes.
             let keep_whole = log.segments.partition_point(|s| s.next_index() <= from);
-            let drop_from = log.segments.partition_point(|s| s.base() < from);
+            let drop_from = if from == log.first_unpurged() {
+                0
+            } else {
+                log.segments.partition_point(|s| s.base() < from)
+            };
             let removed = log.remove_segments_newest_first(drop_from)?;
             if removed > 0 {
                 fsutil::sync_dir(&log.dir)?;
@@ -677,6 +683,23 @@ mod tests {
         // An older purge point changes nothing.
         log.purge(5, b"p5").unwrap();
         assert_eq!(log.last_purged().unwrap().0, 30);
+    }
+
+    #[test]
+    fn truncating_at_the_purge_point_keeps_no_segment_of_purged_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(d.path()).unwrap();
+        append(&mut log, 0..4);
+        log.purge(0, b"p0").unwrap();
+        assert_eq!(log.segments.len(), 1);
+        log.truncate(1).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (None, None));
+        assert!(log.segments.is_empty());
+        assert_eq!(log.next_index(), Some(1));
+        append(&mut log, 1..3);
+        drop(log);
+        let (log, _) = Log::open(d.path()).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(2)));
     }
 
     #[test]
