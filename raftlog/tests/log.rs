@@ -507,3 +507,33 @@ proptest! {
         }
     }
 }
+
+/// A quick measurement, not a check: 1000 appends of 10 entries of 100 bytes, each append
+/// fsynced. Run with `cargo test -p raftlog --test log append_throughput -- --ignored
+/// --nocapture`; `STRATA_BENCH_DIR` puts the log on another filesystem.
+#[test]
+#[ignore]
+fn append_throughput() {
+    let base = std::env::var_os("STRATA_BENCH_DIR").map(PathBuf::from);
+    let d = match &base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let (mut log, _) = Log::open(d.path()).unwrap();
+    let entry = [7u8; 100];
+    let (appends, per) = (1000u64, 10u64);
+    let started = std::time::Instant::now();
+    for a in 0..appends {
+        let batch: Vec<(u64, &[u8])> = (a * per..(a + 1) * per).map(|i| (i, &entry[..])).collect();
+        log.append(&batch).unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{appends} appends of {per} x 100 B in {secs:.2} s: {:.0} appends/s, {:.0} entries/s, \
+         {:.2} ms per append",
+        appends as f64 / secs,
+        (appends * per) as f64 / secs,
+        secs * 1000.0 / appends as f64
+    );
+    assert_eq!(log.last_index(), Some(appends * per - 1));
+}
