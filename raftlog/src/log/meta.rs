@@ -81,14 +81,20 @@ impl Purged {
     }
 }
 
-/// Durably replaces `dir/name` with `payload`; returns once the new value survives a crash.
-pub(crate) fn write(dir: &Path, name: &str, payload: &[u8]) -> Result<()> {
-    if payload.len() > MAX_META_LEN {
+/// Refuses a payload of `len` bytes over [`MAX_META_LEN`]. Callers check before they start
+/// writing, so that a caller's mistake is not taken for a failed write.
+pub(crate) fn check_len(len: usize) -> Result<()> {
+    if len > MAX_META_LEN {
         return Err(Error::InvalidArgument(format!(
-            "meta value of {} bytes exceeds the limit of {MAX_META_LEN}",
-            payload.len()
+            "meta value of {len} bytes exceeds the limit of {MAX_META_LEN}"
         )));
     }
+    Ok(())
+}
+
+/// Durably replaces `dir/name` with `payload`; returns once the new value survives a crash.
+pub(crate) fn write(dir: &Path, name: &str, payload: &[u8]) -> Result<()> {
+    check_len(payload.len())?;
     let mut buf = Vec::with_capacity(PREFIX_LEN + framing::HEADER_LEN + payload.len());
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&VERSION.to_le_bytes());

@@ -149,8 +149,7 @@ impl Log {
             Some(p) => Some(Purged::decode(&dir.join(meta::PURGED_FILE), &p)?),
             None => None,
         };
-        let first_unpurged = purged.as_ref().map_or(0, |p| p.upto + 1);
-        let (segments, damage, removed) = recover_segments(&dir, first_unpurged)?;
+        let (segments, damage, removed) = recover_segments(&dir, first_unpurged(&purged))?;
         info.damage = damage;
         info.segments_removed = removed;
         let log = Log {
@@ -217,7 +216,7 @@ impl Log {
     }
 
     fn first_unpurged(&self) -> u64 {
-        self.purged.as_ref().map_or(0, |p| p.upto + 1)
+        first_unpurged(&self.purged)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -422,19 +421,14 @@ impl Log {
                 )));
             }
         }
-        if record.len() + 8 > MAX_META_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "purge record of {} bytes exceeds the limit of {}",
-                record.len(),
-                MAX_META_LEN - 8
-            )));
-        }
+        let purged = Purged {
+            upto,
+            record: Bytes::copy_from_slice(record),
+        };
+        let encoded = purged.encode();
+        meta::check_len(encoded.len())?;
         self.guard(|log| {
-            let purged = Purged {
-                upto,
-                record: Bytes::copy_from_slice(record),
-            };
-            meta::write(&log.dir, meta::PURGED_FILE, &purged.encode())?;
+            meta::write(&log.dir, meta::PURGED_FILE, &encoded)?;
             log.purged = Some(purged);
             let gone = log.segments.partition_point(|s| s.next_index() <= upto + 1);
             for seg in log.segments.drain(..gone) {
@@ -450,12 +444,7 @@ impl Log {
     /// Durably replaces the value of `kind`; returns once it survives a crash.
     pub fn save_meta(&mut self, kind: MetaKind, value: &[u8]) -> Result<()> {
         self.check_writable()?;
-        if value.len() > MAX_META_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "meta value of {} bytes exceeds the limit of {MAX_META_LEN}",
-                value.len()
-            )));
-        }
+        meta::check_len(value.len())?;
         self.guard(|log| {
             meta::write(&log.dir, kind.file_name(), value)?;
             let v = Some(Bytes::copy_from_slice(value));
@@ -474,6 +463,11 @@ impl Log {
             MetaKind::Committed => self.committed.clone(),
         }
     }
+}
+
+/// The lowest index a purge left readable.
+fn first_unpurged(purged: &Option<Purged>) -> u64 {
+    purged.as_ref().map_or(0, |p| p.upto + 1)
 }
 
 fn remove_file(path: &Path) -> Result<()> {
@@ -700,6 +694,27 @@ mod tests {
         drop(log);
         let (log, _) = Log::open(d.path()).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn oversized_meta_values_are_refused_without_poisoning() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(d.path()).unwrap();
+        append(&mut log, 0..4);
+        let big = vec![0u8; MAX_META_LEN + 1];
+        assert!(matches!(
+            log.save_meta(MetaKind::Vote, &big),
+            Err(Error::InvalidArgument(_))
+        ));
+        // The purge record shares its file with the 8-byte purge point.
+        assert!(matches!(
+            log.purge(1, &big[..MAX_META_LEN - 7]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(log.last_purged(), None);
+        log.purge(1, &big[..MAX_META_LEN - 8]).unwrap();
+        log.save_meta(MetaKind::Vote, b"v").unwrap();
+        append(&mut log, 4..5);
     }
 
     #[test]
