@@ -10,9 +10,49 @@
 //! look past it.
 
 use std::io::{self, Read};
+use std::path::Path;
+
+use crate::error::{Error, Result};
 
 /// Bytes before each payload.
 pub(crate) const HEADER_LEN: usize = 8;
+
+/// Bytes of the prefix that starts every file: `magic [8] | version u32 LE`.
+pub(crate) const PREFIX_LEN: usize = 12;
+
+/// Appends a file prefix.
+pub(crate) fn put_prefix(out: &mut Vec<u8>, magic: &[u8; 8], version: u32) {
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+}
+
+/// Checks a file prefix: a wrong magic is corruption (or a foreign file); another version is
+/// [`Error::UnsupportedVersion`], so that a newer format is refused rather than misread.
+pub(crate) fn check_prefix(
+    path: &Path,
+    prefix: &[u8; PREFIX_LEN],
+    magic: &[u8; 8],
+    version: u32,
+) -> Result<()> {
+    let (found_magic, found_version) = prefix.split_at(magic.len());
+    if found_magic != magic {
+        return Err(Error::corruption(
+            path,
+            format!("bad magic, not a {} file", String::from_utf8_lossy(magic)),
+        ));
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(found_version);
+    let found = u32::from_le_bytes(v);
+    if found != version {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: version,
+        });
+    }
+    Ok(())
+}
 
 /// Appends one framed record whose payload is the concatenation of `parts`.
 pub(crate) fn frame(out: &mut Vec<u8>, parts: &[&[u8]]) {

@@ -15,14 +15,13 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::framing;
+use super::framing::{self, PREFIX_LEN};
 use super::fsutil;
 use crate::error::{Error, IoContext, Result};
 
 const MAGIC: &[u8; 8] = b"SLOGMETA";
 /// Format version of meta files.
 const VERSION: u32 = 1;
-const PREFIX_LEN: usize = MAGIC.len() + 4;
 
 /// Largest meta payload: these values are a few dozen bytes; the cap keeps a corrupt or foreign
 /// file from being read into memory whole.
@@ -96,8 +95,7 @@ pub(crate) fn check_len(len: usize) -> Result<()> {
 pub(crate) fn write(dir: &Path, name: &str, payload: &[u8]) -> Result<()> {
     check_len(payload.len())?;
     let mut buf = Vec::with_capacity(PREFIX_LEN + framing::HEADER_LEN + payload.len());
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&VERSION.to_le_bytes());
+    framing::put_prefix(&mut buf, MAGIC, VERSION);
     framing::frame(&mut buf, &[payload]);
     fsutil::write_atomic(&dir.join(name), &buf)
 }
@@ -124,18 +122,7 @@ fn decode_file(path: &Path, buf: &[u8]) -> Result<Bytes> {
     let (prefix, rest) = buf
         .split_first_chunk::<PREFIX_LEN>()
         .ok_or_else(|| bad("shorter than the meta file header"))?;
-    let (magic, version) = prefix.split_at(MAGIC.len());
-    if magic != MAGIC {
-        return Err(bad("not a meta file (bad magic)"));
-    }
-    let version = u32::from_le_bytes(version.try_into().map_err(|_| bad("bad header"))?);
-    if version != VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: VERSION,
-        });
-    }
+    framing::check_prefix(path, prefix, MAGIC, VERSION)?;
     match framing::decode(rest, MAX_META_LEN as u32) {
         Some((payload, used)) if used == rest.len() => Ok(Bytes::copy_from_slice(payload)),
         Some(_) => Err(bad("trailing bytes after the meta record")),

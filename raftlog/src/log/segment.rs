@@ -18,14 +18,13 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::framing::{self, Next};
+use super::framing::{self, Next, PREFIX_LEN};
 use super::fsutil;
 use crate::error::{Error, IoContext, Result};
 
 const MAGIC: &[u8; 8] = b"SLOGSEGM";
 /// Format version of segment files.
 const VERSION: u32 = 1;
-const PREFIX_LEN: usize = MAGIC.len() + 4;
 /// Bytes of the segment header; the first record starts here.
 pub(crate) const HEADER_LEN: u64 = (PREFIX_LEN + framing::HEADER_LEN + 8) as u64;
 
@@ -79,8 +78,7 @@ impl Segment {
     pub(crate) fn create(dir: &Path, base: u64) -> Result<Self> {
         let path = path_for(dir, base);
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
+        framing::put_prefix(&mut header, MAGIC, VERSION);
         framing::frame(&mut header, &[&base.to_le_bytes()]);
         debug_assert_eq!(header.len() as u64, HEADER_LEN);
         fsutil::write_atomic(&path, &header)?;
@@ -129,9 +127,9 @@ impl Segment {
                 Next::Damaged { declared_len } => declared_len,
             };
             let bytes = file_len - end;
-            let runs_past_eof =
-                declared_len.is_none_or(|len| framing::HEADER_LEN as u64 + u64::from(len) > bytes);
-            let torn = runs_past_eof || zeros_from(&file, &path, end, file_len)?;
+            let is_last =
+                declared_len.is_none_or(|len| framing::HEADER_LEN as u64 + u64::from(len) >= bytes);
+            let torn = is_last || zeros_from(&file, &path, end, file_len)?;
             break Some(Damage {
                 offset: end,
                 bytes,
@@ -285,19 +283,9 @@ fn check_header(path: &Path, r: &mut impl Read, base: u64) -> Result<()> {
     if n < header.len() {
         return Err(bad("shorter than a segment header"));
     }
-    let (magic, rest) = header.split_at(MAGIC.len());
-    let (version, record) = rest.split_at(4);
-    if magic != MAGIC {
-        return Err(bad("not a segment file (bad magic)"));
-    }
-    let version = u32::from_le_bytes(version.try_into().map_err(|_| bad("bad header"))?);
-    if version != VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: VERSION,
-        });
-    }
+    let (prefix, record) = header.split_at(PREFIX_LEN);
+    let prefix = prefix.try_into().map_err(|_| bad("bad header"))?;
+    framing::check_prefix(path, prefix, MAGIC, VERSION)?;
     match framing::decode(record, 8).and_then(|(p, _)| index_of(p)) {
         Some(b) if b == base => Ok(()),
         Some(b) => Err(bad(&format!(
