@@ -218,15 +218,22 @@ fn purge_survives_reopen() {
     assert_eq!(log.last_purged().unwrap().1, &b"snapshot"[..]);
 }
 
-#[test]
-fn torn_tail_is_cut_at_the_last_whole_record() {
+/// A closed log of entries `0..500` and its last segment, with its length. The last entry is
+/// 499 * 37 % 300 = 163 bytes long.
+fn five_hundred_entries() -> (tempfile::TempDir, PathBuf, u64) {
     let d = tempfile::tempdir().unwrap();
     let (mut log, _) = open(d.path());
     append_range(&mut log, 0, 500, 0);
     drop(log);
     let last = segments(d.path()).pop().unwrap();
     let len = std::fs::metadata(&last).unwrap().len();
-    // Entry 499 is 499 * 37 % 300 = 163 bytes long: cut inside it.
+    (d, last, len)
+}
+
+#[test]
+fn torn_tail_is_cut_at_the_last_whole_record() {
+    let (d, last, len) = five_hundred_entries();
+    // Cut inside the last entry.
     std::fs::OpenOptions::new()
         .write(true)
         .open(&last)
@@ -250,16 +257,14 @@ fn torn_tail_is_cut_at_the_last_whole_record() {
 
 #[test]
 fn flipped_byte_in_the_last_record_ends_recovery_there() {
-    let d = tempfile::tempdir().unwrap();
-    let (mut log, _) = open(d.path());
-    append_range(&mut log, 0, 500, 0);
-    drop(log);
-    let last = segments(d.path()).pop().unwrap();
-    let len = std::fs::metadata(&last).unwrap().len();
+    let (d, last, len) = five_hundred_entries();
     flip_byte(&last, len - 10);
     let (log, info) = open(d.path());
     let dmg = info.damage.expect("damage reported");
     assert_eq!(dmg.bytes_dropped, 8 + 8 + 163);
+    // A bad final record that reaches the end of the file looks like an interrupted append.
+    assert!(dmg.torn_tail);
+    assert_eq!(dmg.segments_dropped, 0);
     check(&log, 0, 499, 0);
 }
 

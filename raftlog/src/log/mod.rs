@@ -79,7 +79,7 @@ pub struct RecoveryDamage {
     pub bytes_dropped: u64,
     /// Later segments deleted.
     pub segments_dropped: usize,
-    /// True when the damage can only be an interrupted final append (a bad record cut off by the
+    /// True when the damage can only be an interrupted final append (a bad record at the very
     /// end of the last segment, or a zero-filled end of it): the normal trace of a crash. False
     /// when valid-looking data followed the damage, i.e. data written and synced earlier was
     /// lost or altered on disk.

@@ -54,9 +54,10 @@ pub(crate) struct Damage {
     pub offset: u64,
     /// Bytes from `offset` to the end of the file.
     pub bytes: u64,
-    /// True when the damage can only be an interrupted final append: the record there runs past
-    /// the end of the file, or everything from there on is zero. False when a record that fits
-    /// in the file is bad, which a crash alone does not produce.
+    /// True when the damage can only be an interrupted final append: the bad record is the last
+    /// thing in the file (it reaches or runs past the end: after a power loss the file's size can
+    /// be durable before its last data), or everything from there on is zero. False when whole
+    /// data follows the bad record, which a crash alone does not produce.
     pub torn: bool,
 }
 
