@@ -1,0 +1,462 @@
+//! One segment file: a header, then the framed records of consecutive log entries.
+//!
+//! Format version 1, file name `{base:020}.seg` (the index of its first entry):
+//! ```text
+//! segment := header | record*                                   -- record: see `framing`
+//! header  := magic "SLOGSEGM" | version u32 LE | record(base u64 LE)
+//! payload := index u64 LE | entry bytes                         -- of each record after the header
+//! ```
+//! Entry `base + i` is the `i`-th record. The header is written with the file, atomically (see
+//! `fsutil::write_atomic`), so a segment under its final name always has a whole header: a bad
+//! one is corruption. Records are only appended at the end, one `write` and one `fdatasync` per
+//! batch, and the file is only ever cut back to a record boundary.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::framing::{self, Next, PREFIX_LEN};
+use super::fsutil;
+use crate::error::{Error, IoContext, Result};
+
+const MAGIC: &[u8; 8] = b"SLOGSEGM";
+/// Format version of segment files.
+const VERSION: u32 = 1;
+/// Bytes of the segment header; the first record starts here.
+pub(crate) const HEADER_LEN: u64 = (PREFIX_LEN + framing::HEADER_LEN + 8) as u64;
+
+/// Largest entry the log accepts. Recovery treats a longer record as damage, which bounds what a
+/// corrupt length field can make it allocate.
+pub const MAX_ENTRY_LEN: usize = 64 << 20;
+/// Largest record payload: the index, then the entry.
+const MAX_PAYLOAD_LEN: u32 = (MAX_ENTRY_LEN + 8) as u32;
+
+/// The path of the segment whose first entry is `base`.
+pub(crate) fn path_for(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.seg"))
+}
+
+/// The base index of a segment file name, `None` for any other file.
+pub(crate) fn parse_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Where and how a segment's valid records ended, when they did not run to the end of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// File offset of the first invalid byte (the end of the last valid record).
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the file.
+    pub bytes: u64,
+    /// True when the damage can only be an interrupted final append: the bad record is the last
+    /// thing in the file (it reaches or runs past the end: after a power loss the file's size can
+    /// be durable before its last data), or everything from there on is zero. False when whole
+    /// data follows the bad record, which a crash alone does not produce.
+    pub torn: bool,
+}
+
+/// An open segment with an in-memory index of its records.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    path: PathBuf,
+    file: File,
+    base: u64,
+    /// File offset of each record: entry `base + i` starts at `offsets[i]`.
+    offsets: Vec<u64>,
+    /// End of the last valid record, where the next append goes.
+    end: u64,
+}
+
+impl Segment {
+    /// Creates an empty segment for entries from `base` on; durable (file and directory entry)
+    /// when it returns, so a synced append to it survives power loss.
+    pub(crate) fn create(dir: &Path, base: u64) -> Result<Self> {
+        let path = path_for(dir, base);
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        framing::put_prefix(&mut header, MAGIC, VERSION);
+        framing::frame(&mut header, &[&base.to_le_bytes()]);
+        debug_assert_eq!(header.len() as u64, HEADER_LEN);
+        fsutil::write_atomic(&path, &header)?;
+        let file = open_rw(&path)?;
+        Ok(Segment {
+            path,
+            file,
+            base,
+            offsets: Vec::new(),
+            end: HEADER_LEN,
+        })
+    }
+
+    /// Opens the segment at `path`, whose name says it starts at `base`, and indexes its valid
+    /// records. Returns the damage that ended them early, if any; the file is left as found
+    /// ([`truncate_from`](Self::truncate_from) at [`next_index`](Self::next_index) cuts it).
+    pub(crate) fn open(path: PathBuf, base: u64) -> Result<(Self, Option<Damage>)> {
+        let file = open_rw(&path)?;
+        let file_len = file
+            .metadata()
+            .ctx(|| format!("reading the size of {}", path.display()))?
+            .len();
+        let mut offsets = Vec::new();
+        let mut end = HEADER_LEN;
+        let mut r = BufReader::with_capacity(256 << 10, &file);
+        check_header(&path, &mut r, base)?;
+        let mut payload = Vec::new();
+        let damage = loop {
+            let next = framing::read_record(&mut r, MAX_PAYLOAD_LEN, &mut payload)
+                .ctx(|| format!("reading {}", path.display()))?;
+            let declared_len = match next {
+                Next::End => break None,
+                // `u64::MAX` is never appended (no index could follow it); refusing it here
+                // keeps `next_index` from overflowing on a crafted file.
+                Next::Record
+                    if index_of(&payload)
+                        .is_some_and(|i| i != u64::MAX && i == base + offsets.len() as u64) =>
+                {
+                    offsets.push(end);
+                    end += (framing::HEADER_LEN + payload.len()) as u64;
+                    continue;
+                }
+                // A record that checks out but holds the wrong index is damage all the same:
+                // what follows it cannot be trusted to be this log's next entries.
+                Next::Record => Some(payload.len() as u32),
+                Next::Damaged { declared_len } => declared_len,
+            };
+            let bytes = file_len - end;
+            let is_last =
+                declared_len.is_none_or(|len| framing::HEADER_LEN as u64 + u64::from(len) >= bytes);
+            let torn = is_last || zeros_from(&file, &path, end, file_len)?;
+            break Some(Damage {
+                offset: end,
+                bytes,
+                torn,
+            });
+        };
+        drop(r);
+        let seg = Segment {
+            path,
+            file,
+            base,
+            offsets,
+            end,
+        };
+        Ok((seg, damage))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The index the next appended entry must have.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.base + self.offsets.len() as u64
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Size of the file in bytes, up to the end of its last record.
+    pub(crate) fn size(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends the entries, which must continue this segment, with one write and one
+    /// `fdatasync`; the index covers them only once they are durable. `buf` is scratch space.
+    pub(crate) fn append(&mut self, entries: &[(u64, &[u8])], buf: &mut Vec<u8>) -> Result<()> {
+        debug_assert!(entries
+            .iter()
+            .zip(self.next_index()..)
+            .all(|(e, i)| e.0 == i));
+        buf.clear();
+        let first = self.offsets.len();
+        for (index, data) in entries {
+            self.offsets.push(self.end + buf.len() as u64);
+            framing::frame(buf, &[&index.to_le_bytes(), data]);
+        }
+        let written = self
+            .file
+            .write_all_at(buf, self.end)
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            self.offsets.truncate(first);
+            return Err(Error::io(
+                format!("appending to {}", self.path.display()),
+                e,
+            ));
+        }
+        self.end += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Durably cuts the file before entry `from` (`base <= from <= next_index`): removed entries
+    /// cannot come back after a crash. Also cuts any bytes past the last valid record.
+    pub(crate) fn truncate_from(&mut self, from: u64) -> Result<()> {
+        let keep = (from - self.base) as usize;
+        let end = self.offsets.get(keep).copied().unwrap_or(self.end);
+        self.file
+            .set_len(end)
+            .and_then(|_| self.file.sync_all())
+            .ctx(|| format!("truncating {}", self.path.display()))?;
+        self.offsets.truncate(keep);
+        self.end = end;
+        Ok(())
+    }
+
+    /// Reads entries `lo..hi` (all within this segment) with one positioned read, checking each
+    /// record again: the disk may have changed since the segment was indexed.
+    pub(crate) fn read(&self, lo: u64, hi: u64, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
+        debug_assert!(self.base <= lo && lo < hi && hi <= self.next_index());
+        let start = self.offsets[(lo - self.base) as usize];
+        let stop = self
+            .offsets
+            .get((hi - self.base) as usize)
+            .copied()
+            .unwrap_or(self.end);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        self.file
+            .read_exact_at(&mut buf, start)
+            .ctx(|| format!("reading {}", self.path.display()))?;
+        let buf = Bytes::from(buf);
+        let mut pos = 0;
+        for index in lo..hi {
+            let bad = || {
+                Error::corruption(
+                    &self.path,
+                    format!(
+                        "entry {index} at offset {} changed since it was indexed",
+                        start
+                    ),
+                )
+            };
+            let (payload, used) = framing::decode(&buf[pos..], MAX_PAYLOAD_LEN).ok_or_else(bad)?;
+            if index_of(payload) != Some(index) {
+                return Err(bad());
+            }
+            out.push((index, buf.slice(pos + framing::HEADER_LEN + 8..pos + used)));
+            pos += used;
+        }
+        Ok(())
+    }
+}
+
+fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx(|| format!("opening {}", path.display()))
+}
+
+/// True when every byte of `from..to` of `file` is zero.
+fn zeros_from(file: &File, path: &Path, mut from: u64, to: u64) -> Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    while from < to {
+        let n = buf.len().min((to - from) as usize);
+        file.read_exact_at(&mut buf[..n], from)
+            .ctx(|| format!("reading {}", path.display()))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        from += n as u64;
+    }
+    Ok(true)
+}
+
+fn index_of(payload: &[u8]) -> Option<u64> {
+    payload.first_chunk::<8>().map(|b| u64::from_le_bytes(*b))
+}
+
+/// Reads and checks the header; the base it records must be the one the file name gives.
+fn check_header(path: &Path, r: &mut impl Read, base: u64) -> Result<()> {
+    let bad = |detail: &str| Error::corruption(path, detail);
+    let mut header = [0u8; HEADER_LEN as usize];
+    let n = framing::read_full(r, &mut header).ctx(|| format!("reading {}", path.display()))?;
+    if n < header.len() {
+        return Err(bad("shorter than a segment header"));
+    }
+    let (prefix, record) = header.split_at(PREFIX_LEN);
+    let prefix = prefix.try_into().map_err(|_| bad("bad header"))?;
+    framing::check_prefix(path, prefix, MAGIC, VERSION)?;
+    match framing::decode(record, 8).and_then(|(p, _)| index_of(p)) {
+        Some(b) if b == base => Ok(()),
+        Some(b) => Err(bad(&format!(
+            "header says the segment starts at index {b}, its name says {base}"
+        ))),
+        None => Err(bad("segment header fails its checksum")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(range: std::ops::Range<u64>) -> Vec<(u64, Vec<u8>)> {
+        range
+            .map(|i| (i, format!("entry {i}").repeat(i as usize % 5).into_bytes()))
+            .collect()
+    }
+
+    fn append(seg: &mut Segment, es: &[(u64, Vec<u8>)]) {
+        let refs: Vec<(u64, &[u8])> = es.iter().map(|(i, d)| (*i, &d[..])).collect();
+        seg.append(&refs, &mut Vec::new()).unwrap();
+    }
+
+    fn read_all(seg: &Segment) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        if !seg.is_empty() {
+            seg.read(seg.base(), seg.next_index(), &mut out).unwrap();
+        }
+        out.into_iter().map(|(i, b)| (i, b.to_vec())).collect()
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("00000000000000000007.seg"), Some(7));
+        assert_eq!(
+            path_for(Path::new("d"), 7),
+            Path::new("d/00000000000000000007.seg")
+        );
+        for bad in [
+            "7.seg",
+            "0000000000000000000x.seg",
+            "00000000000000000007.seg.tmp",
+            "LOCK",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+        // Twenty digits above u64::MAX are not a name this code wrote.
+        assert_eq!(parse_name("99999999999999999999.seg"), None);
+    }
+
+    #[test]
+    fn append_read_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(d.path(), 10).unwrap();
+        assert_eq!((seg.next_index(), seg.size()), (10, HEADER_LEN));
+        let es = entries(10..30);
+        append(&mut seg, &es[..5]);
+        append(&mut seg, &es[5..]);
+        assert_eq!(read_all(&seg), es);
+        let mut part = Vec::new();
+        seg.read(12, 14, &mut part).unwrap();
+        assert_eq!(part.len(), 2);
+        assert_eq!(part[1].0, 13);
+        let (seg2, damage) = Segment::open(seg.path().to_path_buf(), 10).unwrap();
+        assert_eq!(damage, None);
+        assert_eq!(read_all(&seg2), es);
+        assert_eq!(seg2.size(), seg.size());
+    }
+
+    #[test]
+    fn torn_tail_and_corrupt_record_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(d.path(), 0).unwrap();
+        let es = entries(0..6);
+        append(&mut seg, &es);
+        let path = seg.path().to_path_buf();
+        let full = std::fs::read(&path).unwrap();
+        let last = seg.offsets[5];
+        let third = seg.offsets[2];
+        // Cut inside the last record: an interrupted append.
+        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
+        let (s, damage) = Segment::open(path.clone(), 0).unwrap();
+        assert_eq!(s.next_index(), 5);
+        let dmg = damage.unwrap();
+        assert_eq!((dmg.offset, dmg.torn), (last, true));
+        assert_eq!(dmg.bytes, full.len() as u64 - 3 - last);
+        // A zero-filled tail is torn too.
+        let mut zeros = full.clone();
+        zeros.extend_from_slice(&[0; 100]);
+        std::fs::write(&path, &zeros).unwrap();
+        let (s, damage) = Segment::open(path.clone(), 0).unwrap();
+        assert_eq!(s.next_index(), 6);
+        assert!(damage.unwrap().torn);
+        // A flipped byte in the third record, with whole records after it: not torn.
+        let mut flipped = full.clone();
+        flipped[third as usize + 12] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let (mut s, damage) = Segment::open(path.clone(), 0).unwrap();
+        assert_eq!(s.next_index(), 2);
+        assert_eq!(
+            damage,
+            Some(Damage {
+                offset: third,
+                bytes: full.len() as u64 - third,
+                torn: false
+            })
+        );
+        // Cutting at the last good record leaves a clean file that appends continue.
+        s.truncate_from(2).unwrap();
+        append(&mut s, &es[2..]);
+        let (s, damage) = Segment::open(path, 0).unwrap();
+        assert_eq!(damage, None);
+        assert_eq!(read_all(&s), es);
+    }
+
+    #[test]
+    fn a_record_with_the_wrong_index_ends_the_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(d.path(), 0).unwrap();
+        append(&mut seg, &entries(0..2));
+        // Framed correctly, but index 5 where 2 belongs.
+        let mut buf = Vec::new();
+        framing::frame(&mut buf, &[&5u64.to_le_bytes(), b"x"]);
+        seg.file.write_all_at(&buf, seg.end).unwrap();
+        framing::frame(&mut buf, &[&6u64.to_le_bytes(), b"y"]);
+        seg.file.write_all_at(&buf, seg.end).unwrap();
+        let (s, damage) = Segment::open(seg.path().to_path_buf(), 0).unwrap();
+        assert_eq!(s.next_index(), 2);
+        assert!(!damage.unwrap().torn);
+    }
+
+    #[test]
+    fn truncate_is_durable_and_reads_check_records() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(d.path(), 5).unwrap();
+        let es = entries(5..15);
+        append(&mut seg, &es);
+        seg.truncate_from(9).unwrap();
+        assert_eq!(seg.next_index(), 9);
+        let (s, damage) = Segment::open(seg.path().to_path_buf(), 5).unwrap();
+        assert_eq!(damage, None);
+        assert_eq!(read_all(&s), es[..4]);
+        // Damage after indexing is caught on read.
+        let off = seg.offsets[1] + framing::HEADER_LEN as u64 + 8;
+        seg.file.write_all_at(b"\xff", off).unwrap();
+        let mut out = Vec::new();
+        assert!(seg.read(5, 9, &mut out).unwrap_err().is_corruption());
+        seg.truncate_from(5).unwrap();
+        assert!(seg.is_empty());
+        assert_eq!(std::fs::metadata(seg.path()).unwrap().len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn bad_headers_are_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let seg = Segment::create(d.path(), 3).unwrap();
+        let path = seg.path().to_path_buf();
+        let good = std::fs::read(&path).unwrap();
+        // The name and the header disagree.
+        assert!(Segment::open(path.clone(), 4).unwrap_err().is_corruption());
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let err = Segment::open(path.clone(), 3).unwrap_err();
+            let version = (MAGIC.len()..PREFIX_LEN).contains(&i);
+            assert_eq!(err.is_corruption(), !version, "byte {i}: {err}");
+        }
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert!(Segment::open(path, 3).unwrap_err().is_corruption());
+    }
+}
