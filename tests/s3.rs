@@ -203,7 +203,10 @@ fn engine_cold_tier_on_s3() {
     }
     assert!(metas > 0);
     let db = open(dir.path(), store.clone(), "db1");
-    assert_eq!(db.get(key(4_242)).unwrap().as_deref(), Some(&value(4_242)[..]));
+    assert_eq!(
+        db.get(key(4_242)).unwrap().as_deref(),
+        Some(&value(4_242)[..])
+    );
     assert_eq!(db.iter().count(), N as usize); // opens every table
     db.close().unwrap();
     let db = open(dir.path(), store.clone(), "db1");
