@@ -334,11 +334,13 @@ impl Inner {
         let mut cold = false;
         for f in l0.chain(deeper) {
             cold |= f.meta.cold;
-            let t = self.tables.get(&f.meta)?;
+            // A failed lookup counts too: its GET attempts are counted.
+            let counted = |_: &Error| self.count_cold_lookup(cold);
+            let t = self.tables.get(&f.meta).inspect_err(counted)?;
             if !t.may_contain(hash) {
                 continue;
             }
-            if let Some((ikey, value)) = t.get(user_key, &seek)? {
+            if let Some((ikey, value)) = t.get(user_key, &seek).inspect_err(counted)? {
                 self.count_cold_lookup(cold);
                 let kind =
                     ValueKind::from_u8(key::kind_byte(key::split(&ikey).1)).ok_or_else(|| {
