@@ -26,7 +26,9 @@ pub struct Plot {
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 540.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 200.0;
+const RIGHT: f64 = 230.0;
+/// Vertical distance between two lines of text.
+const LINE: f64 = 15.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 /// Distinguishable colours (Okabe-Ito), in series order.
@@ -173,20 +175,28 @@ pub fn svg(plot: &Plot) -> String {
         TOP + ph / 2.0
     );
 
-    // Reference lines, dashed, labelled at their right end.
-    for m in &plot.marks {
-        let yy = y(m.ms);
+    // Reference lines, dashed across the plot, labelled beside it at their height; labels that
+    // would overlap are pushed down and joined to their line by a thin connector.
+    let lx = LEFT + pw + 12.0;
+    let mut marks: Vec<(f64, &Mark)> = plot.marks.iter().map(|m| (y(m.ms), m)).collect();
+    marks.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut next_free = f64::MIN;
+    for (yy, m) in marks {
+        let label_y = (yy + 4.0).max(next_free);
+        next_free = label_y + LINE;
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#888" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#888" stroke-dasharray="6 4"/><line x1="{:.1}" y1="{yy:.1}" x2="{:.1}" y2="{:.1}" stroke="#bbb"/><text x="{lx:.1}" y="{label_y:.1}" fill="#555">{}</text>"##,
             LEFT + pw,
-            LEFT + pw - 4.0,
-            yy - 4.0,
+            LEFT + pw,
+            lx - 2.0,
+            label_y - 4.0,
             escape(&m.label)
         );
     }
 
-    // The series and the legend beside the plot.
+    // The series, and their legend beside the plot below the reference labels.
+    let legend_top = (TOP + 10.0).max(next_free + LINE);
     for (i, series) in plot.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = series
@@ -199,11 +209,10 @@ pub fn svg(plot: &Plot) -> String {
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
             points.join(" ")
         );
-        let ly = TOP + 10.0 + 22.0 * i as f64;
-        let lx = LEFT + pw + 16.0;
+        let ly = legend_top + 22.0 * i as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{lx}" y1="{ly:.1}" x2="{}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{}" y="{:.1}">{}</text>"#,
             lx + 24.0,
             lx + 30.0,
             ly + 4.0,
