@@ -162,7 +162,7 @@ impl TierResult {
 }
 
 /// Latency (ms) at quantiles spaced a tenth of a "nine" apart (0, 20.6%, 36.9%, ... 90%, ...
-/// 99%, ...) up to 1 - 1/n, where the samples run out; the last point is the maximum.
+/// 99%, ...) short of 1 - 1/n, where the samples run out; the maximum is drawn there.
 pub fn percentile_curve(l: &Latencies) -> Vec<(f64, f64)> {
     let n = l.count();
     if n == 0 {
@@ -172,7 +172,8 @@ pub fn percentile_curve(l: &Latencies) -> Vec<(f64, f64)> {
     let top = (n as f64).log10();
     let mut points: Vec<(f64, f64)> = (0u32..)
         .map(|k| f64::from(k) / 10.0)
-        .take_while(|nines| *nines < top - 1e-9)
+        // Half a step short of the end, so the last grid point is not on top of the maximum.
+        .take_while(|nines| *nines < top - 0.05)
         .map(|nines| {
             let q = 1.0 - 10f64.powf(-nines);
             (q, l.quantile_us(q) / 1000.0)
@@ -199,6 +200,13 @@ mod tests {
         assert!(c.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
         assert!((c.last().unwrap().1 - 1.0).abs() < 0.01);
         assert!((c.last().unwrap().0 - 0.999).abs() < 1e-12);
+        // Where log10(n) is not a multiple of the step, the grid still stops short of the end.
+        let mut two = Latencies::new();
+        for us in 1..=2000u64 {
+            two.record(Duration::from_micros(us));
+        }
+        let c = percentile_curve(&two);
+        assert!(c.windows(2).all(|w| w[1].0 - w[0].0 > 1e-5), "{c:?}");
 
         let r = TierResult::new(
             Tier::Cold,
