@@ -5,10 +5,12 @@
 //! turned off (the Raft log takes the WAL's place). This crate will hold both halves of openraft's
 //! storage: the log store and the state machine over `lsm`.
 //!
-//! For now it holds the first half's core, [`Log`]: a hand-built segmented log of opaque entries
+//! For now it holds the first half: [`Log`], a hand-built segmented log of opaque entries
 //! addressed by index, with the small durable values Raft needs beside it (vote, committed, purge
-//! point). It knows nothing of openraft's types; the openraft glue encodes entries and log ids and
-//! calls into it. Its guarantees are the ones openraft relies on:
+//! point), and the [`store`] module with openraft's [`store::TypeConfig`] and the
+//! [`store::Command`]s the log carries. [`Log`] knows
+//! nothing of openraft's types; the openraft glue encodes entries and log ids and calls into it. Its
+//! guarantees are the ones openraft relies on:
 //!
 //! - an [`append`](Log::append) returns only once its whole batch is durable (one `fdatasync`),
 //!   so acknowledging it to openraft (`log_io_completed`) after the call is safe;
@@ -22,6 +24,7 @@
 
 pub mod error;
 pub mod log;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use log::{
