@@ -7,9 +7,9 @@
 //!
 //! For now it holds the first half: [`Log`], a hand-built segmented log of opaque entries
 //! addressed by index, with the small durable values Raft needs beside it (vote, committed, purge
-//! point), and the [`store`] module with openraft's [`store::TypeConfig`] and the
-//! [`store::Command`]s the log carries. [`Log`] knows
-//! nothing of openraft's types; the openraft glue encodes entries and log ids and calls into it. Its
+//! point), and [`store::LogStore`], openraft's `RaftLogStorage` over it (the [`store`] module also
+//! holds the [`store::TypeConfig`] and the [`store::Command`]s the log carries). [`Log`] knows
+//! nothing of openraft's types; the store encodes entries and log ids and calls into it. Its
 //! guarantees are the ones openraft relies on:
 //!
 //! - an [`append`](Log::append) returns only once its whole batch is durable (one `fdatasync`),

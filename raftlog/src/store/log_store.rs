@@ -1,0 +1,313 @@
+//! openraft's `RaftLogStorage` over the segmented [`Log`].
+//!
+//! Every value this module writes is a [postcard] encoding behind a one-byte format tag
+//! ([`FORMAT`]): log entries (`openraft::Entry<TypeConfig>`, stored at their own index), the vote,
+//! the committed log id and the purge record (openraft's `last_purged_log_id`). The tag lets a
+//! later build recognise data written by an older encoding instead of misreading it. Anything
+//! read back that does not decode, or an entry whose log id disagrees with the index it is stored
+//! at, is a `StorageError` (openraft shuts the node down on it); nothing read from disk is
+//! unwrapped.
+//!
+//! # Blocking
+//!
+//! The store calls [`Log`] inline, under a `std::sync::Mutex`, from the async trait methods: a
+//! write blocks the calling task for one `fdatasync`. openraft 0.9 requires log and vote writes to
+//! be serialized and issues them from its single core task, so handing the work to
+//! `spawn_blocking` would not let any other log I/O proceed meanwhile; it would only add a thread
+//! hop per call. The lock is never held across an `.await`, so a std mutex is sound, and reads
+//! (replication tasks using the [`LogReader`]) wait at most for one in-flight write. Acknowledging
+//! appends from a dedicated flusher thread, so the core can go on while the disk syncs, is a
+//! possible later optimisation; it would not change the guarantees below.
+//!
+//! # Guarantees
+//!
+//! - [`append`](RaftLogStorage::append) writes the whole batch with one [`Log::append`] (one
+//!   `fdatasync`) and calls `log_io_completed(Ok(()))` only after it returned `Ok`; on failure it
+//!   returns the error and never acknowledges.
+//! - [`save_vote`](RaftLogStorage::save_vote) and
+//!   [`save_committed`](RaftLogStorage::save_committed) are durable when they return.
+//! - [`purge`](RaftLogStorage::purge) persists the purged log id with the purge point, so
+//!   [`get_log_state`](RaftLogStorage::get_log_state) reports it after a restart even when no
+//!   entry is left.
+//! - [`truncate`](RaftLogStorage::truncate) is durable when it returns.
+
+// openraft's trait methods return `StorageError`, a large type this module cannot shrink; boxing
+// it in the helpers would only move the size to the trait boundary, where it is unboxed again.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader,
+    StorageError, StorageIOError, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::types::TypeConfig;
+use crate::log::{Log, LogOptions, MetaKind, RecoveryInfo};
+
+/// The format tag in front of every value this module writes.
+pub const FORMAT: u8 = 1;
+
+type NodeId = u64;
+type StoreResult<T> = Result<T, StorageError<NodeId>>;
+
+/// openraft's log store for a Strata Raft group: a [`Log`] holding postcard-encoded
+/// `openraft::Entry<TypeConfig>`s, with the vote, committed log id and purged log id beside them.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    log: Arc<Mutex<Log>>,
+}
+
+/// A reader of the same [`Log`] as the [`LogStore`] that handed it out; it sees every append as
+/// soon as the append returns.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    log: Arc<Mutex<Log>>,
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log in `dir` and wraps it. Recovery (see [`Log::open`])
+    /// runs before this returns; what it found is returned beside the store.
+    pub fn open(dir: impl AsRef<Path>) -> crate::Result<(LogStore, RecoveryInfo)> {
+        Self::open_with(dir, LogOptions::default())
+    }
+
+    /// Like [`open`](Self::open), with explicit [`LogOptions`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+    ) -> crate::Result<(LogStore, RecoveryInfo)> {
+        let (log, info) = Log::open_with(dir, opts)?;
+        Ok((LogStore::new(log), info))
+    }
+
+    /// Wraps an open [`Log`].
+    pub fn new(log: Log) -> LogStore {
+        LogStore {
+            log: Arc::new(Mutex::new(log)),
+        }
+    }
+
+    /// Runs `f` on the underlying log (for stats and tests); the store's lock is held meanwhile.
+    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> StoreResult<T> {
+        Ok(f(&*lock(&self.log, ErrorSubject::Store)?))
+    }
+}
+
+/// Locks the shared log. A poisoned mutex means a thread panicked while using the log; the
+/// in-memory state may then disagree with the files, so it is reported, not ignored.
+fn lock(log: &Mutex<Log>, subject: ErrorSubject<NodeId>) -> StoreResult<MutexGuard<'_, Log>> {
+    log.lock().map_err(|_| {
+        StorageIOError::new(
+            subject,
+            ErrorVerb::Read,
+            AnyError::error("raft log mutex poisoned by a panic"),
+        )
+        .into()
+    })
+}
+
+/// Encodes `value` behind the [`FORMAT`] tag.
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, AnyError> {
+    let mut out = vec![FORMAT];
+    postcard::to_io(value, &mut out).map_err(|e| AnyError::new(&e))?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`], checking the tag and that no bytes are left over.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => {
+            let (value, left) =
+                postcard::take_from_bytes::<T>(rest).map_err(|e| AnyError::new(&e))?;
+            if left.is_empty() {
+                Ok(value)
+            } else {
+                Err(AnyError::error(format!(
+                    "{} trailing bytes after the encoded value",
+                    left.len()
+                )))
+            }
+        }
+        Some((tag, _)) => Err(AnyError::error(format!(
+            "unknown format tag {tag} (this build reads {FORMAT})"
+        ))),
+        None => Err(AnyError::error("empty record")),
+    }
+}
+
+fn read_err(subject: ErrorSubject<NodeId>, e: impl Into<AnyError>) -> StorageError<NodeId> {
+    StorageIOError::new(subject, ErrorVerb::Read, e).into()
+}
+
+fn write_err(subject: ErrorSubject<NodeId>, e: impl Into<AnyError>) -> StorageError<NodeId> {
+    StorageIOError::new(subject, ErrorVerb::Write, e).into()
+}
+
+/// Decodes the entry stored at `index`, checking that it is the entry of that index.
+fn decode_entry(index: u64, bytes: &[u8]) -> StoreResult<Entry<TypeConfig>> {
+    let entry: Entry<TypeConfig> =
+        decode(bytes).map_err(|e| read_err(ErrorSubject::LogIndex(index), e))?;
+    if entry.log_id.index != index {
+        return Err(read_err(
+            ErrorSubject::LogIndex(index),
+            AnyError::error(format!(
+                "entry stored at index {index} carries log id {}",
+                entry.log_id
+            )),
+        ));
+    }
+    Ok(entry)
+}
+
+/// The entries of `range` (cut to what the log holds; a purged index is an error).
+fn read_entries(
+    log: &Mutex<Log>,
+    range: impl RangeBounds<u64>,
+) -> StoreResult<Vec<Entry<TypeConfig>>> {
+    let bounds: (Bound<u64>, Bound<u64>) =
+        (range.start_bound().cloned(), range.end_bound().cloned());
+    let raw = lock(log, ErrorSubject::Logs)?
+        .range(bounds)
+        .map_err(|e| read_err(ErrorSubject::Logs, AnyError::new(&e)))?;
+    raw.iter()
+        .map(|(index, bytes)| decode_entry(*index, bytes))
+        .collect()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        read_entries(&self.log, range)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        read_entries(&self.log, range)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
+        let log = lock(&self.log, ErrorSubject::Logs)?;
+        let last_purged_log_id = match log.last_purged() {
+            Some((upto, record)) => {
+                let id: LogId<NodeId> =
+                    decode(&record).map_err(|e| read_err(ErrorSubject::LogIndex(upto), e))?;
+                if id.index != upto {
+                    return Err(read_err(
+                        ErrorSubject::LogIndex(upto),
+                        AnyError::error(format!("purge point {upto} carries purged log id {id}")),
+                    ));
+                }
+                Some(id)
+            }
+            None => None,
+        };
+        let last_log_id = match log.last_index() {
+            Some(last) => {
+                let bytes = log
+                    .get(last)
+                    .map_err(|e| read_err(ErrorSubject::LogIndex(last), AnyError::new(&e)))?
+                    .ok_or_else(|| {
+                        read_err(
+                            ErrorSubject::LogIndex(last),
+                            AnyError::error("the last entry is missing"),
+                        )
+                    })?;
+                Some(decode_entry(last, &bytes)?.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        LogReader {
+            log: Arc::clone(&self.log),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
+        let bytes = encode(vote).map_err(|e| write_err(ErrorSubject::Vote, e))?;
+        lock(&self.log, ErrorSubject::Vote)?
+            .save_meta(MetaKind::Vote, &bytes)
+            .map_err(|e| write_err(ErrorSubject::Vote, AnyError::new(&e)))
+    }
+
+    async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
+        let bytes = lock(&self.log, ErrorSubject::Vote)?.meta(MetaKind::Vote);
+        bytes
+            .map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Vote, e)))
+            .transpose()
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
+        let bytes = encode(&committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
+        lock(&self.log, ErrorSubject::Store)?
+            .save_meta(MetaKind::Committed, &bytes)
+            .map_err(|e| write_err(ErrorSubject::Store, AnyError::new(&e)))
+    }
+
+    async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
+        let bytes = lock(&self.log, ErrorSubject::Store)?.meta(MetaKind::Committed);
+        match bytes {
+            // Saved as an `Option`, so a saved `None` reads back as `None` too.
+            Some(b) => decode(&b).map_err(|e| read_err(ErrorSubject::Store, e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|entry| {
+                let bytes =
+                    encode(&entry).map_err(|e| write_err(ErrorSubject::Log(entry.log_id), e))?;
+                Ok((entry.log_id.index, bytes))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let batch: Vec<(u64, &[u8])> = encoded.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        lock(&self.log, ErrorSubject::Logs)?
+            .append(&batch)
+            .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?;
+        // `Log::append` returned only after its fdatasync: the batch is durable, so this is the
+        // first moment the acknowledgement is true.
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        lock(&self.log, ErrorSubject::Logs)?
+            .truncate(log_id.index)
+            .map_err(|e| write_err(ErrorSubject::Log(log_id), AnyError::new(&e)))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        let record = encode(&log_id).map_err(|e| write_err(ErrorSubject::Log(log_id), e))?;
+        lock(&self.log, ErrorSubject::Logs)?
+            .purge(log_id.index, &record)
+            .map_err(|e| write_err(ErrorSubject::Log(log_id), AnyError::new(&e)))
+    }
+}
