@@ -5,8 +5,6 @@
 //! `PROPTEST_CASES` overrides the case count (default 48 per variant).
 
 mod common;
-#[path = "support/s3_server.rs"]
-mod s3_server;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -252,7 +250,7 @@ fn run_case(
             static CASE: AtomicU64 = AtomicU64::new(0);
             static STORE: std::sync::OnceLock<Arc<lsm::object::S3Store>> =
                 std::sync::OnceLock::new();
-            let store = STORE.get_or_init(|| Arc::new(s3_server::shared().store("model")));
+            let store = STORE.get_or_init(|| Arc::new(testkit::shared().store("model").unwrap()));
             let prefix = format!("case{}", CASE.fetch_add(1, Relaxed));
             opts.cold_tier = Some(lsm::ColdTier {
                 gc_grace: Some(Duration::ZERO),

@@ -3,15 +3,12 @@
 //! conditional writes, request counts of cold lookups, a server outage and its end, and
 //! refused credentials.
 
-#[path = "support/s3_server.rs"]
-mod s3_server;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
 use lsm::object::{ObjectError, ObjectStore, S3Store};
 use lsm::{ColdTier, Db, Error, Options, WriteBatch};
-use s3_server::{shared, S3Server};
+use testkit::{shared, S3Server, ACCESS_KEY};
 
 fn data(n: usize, seed: u8) -> Bytes {
     Bytes::from(
@@ -23,7 +20,7 @@ fn data(n: usize, seed: u8) -> Bytes {
 
 #[test]
 fn store_contract() {
-    let s = shared().store("contract");
+    let s = shared().store("contract").unwrap();
     let a = data(10_000, 1);
     s.put("p/a.sst", a.clone()).unwrap();
     assert_eq!(s.get("p/a.sst").unwrap(), a);
@@ -111,10 +108,10 @@ fn large_objects_go_up_in_parts() {
 #[test]
 fn wrong_credentials_are_refused_not_retried() {
     let server = shared();
-    server.store("creds"); // the bucket exists
+    server.store("creds").unwrap(); // the bucket exists
     let cfg = server
         .config("creds")
-        .with_static_credentials(s3_server::ACCESS_KEY, "not-the-secret");
+        .with_static_credentials(ACCESS_KEY, "not-the-secret");
     let s = S3Store::new(cfg).unwrap();
     match s.put("x/1", Bytes::from_static(b"x")) {
         Err(e @ ObjectError::Rejected { .. }) => assert!(!e.is_retryable(), "{e}"),
@@ -179,7 +176,7 @@ fn fill(db: &Db) {
 #[test]
 fn engine_cold_tier_on_s3() {
     let server = shared();
-    let store = Arc::new(server.store("engine"));
+    let store = Arc::new(server.store("engine").unwrap());
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), store.clone(), "db1");
     fill(&db);
@@ -257,9 +254,9 @@ fn engine_cold_tier_on_s3() {
 #[test]
 fn outage_then_recovery() {
     let objects = tempfile::tempdir().unwrap();
-    let mut server = S3Server::serve(objects.path(), "127.0.0.1:0".parse().unwrap());
+    let mut server = S3Server::serve(objects.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.addr();
-    let store = Arc::new(server.store("outage"));
+    let store = Arc::new(server.store("outage").unwrap());
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), store.clone(), "db");
     fill(&db);
@@ -288,7 +285,7 @@ fn outage_then_recovery() {
         Some(&value(42)[..])
     );
 
-    let _server = S3Server::serve(objects.path(), addr);
+    let _server = S3Server::serve(objects.path(), addr).unwrap();
     for i in (0..N).step_by(97) {
         assert_eq!(db.get(key(i)).unwrap().as_deref(), Some(&value(i)[..]));
     }

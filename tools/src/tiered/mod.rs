@@ -17,8 +17,6 @@ mod bench;
 mod plot;
 mod report;
 mod results;
-#[cfg(feature = "s3")]
-mod s3s_server;
 mod store;
 mod targets;
 

@@ -23,7 +23,7 @@ pub struct Backend {
     delete_at_end: bool,
     /// Keeps the in-process server up while the store is used; dropped after it.
     #[cfg(feature = "s3")]
-    _server: Option<super::s3s_server::S3sServer>,
+    _server: Option<testkit::S3Server>,
 }
 
 impl Backend {
@@ -105,8 +105,11 @@ fn open_s3(args: &TieredArgs, run_dir: &Path) -> Result<Backend> {
         let root = run_dir.join("s3s");
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating the s3s-fs root {}", root.display()))?;
-        let server = super::s3s_server::S3sServer::start(&root)?;
-        let store = server.store("strata-bench")?;
+        let server = testkit::S3Server::serve(&root, ([127, 0, 0, 1], 0).into())
+            .with_context(|| format!("serving {} with s3s-fs on loopback", root.display()))?;
+        let store = server
+            .store("strata-bench")
+            .with_context(|| format!("creating the bucket on {}", server.endpoint()))?;
         let mut b = Backend::new(
             Arc::new(store),
             "tiered",

@@ -1,0 +1,11 @@
+//! Support shared by Strata's test suites and benchmarks.
+//!
+//! [`S3Server`] is a real S3-compatible server (`s3s-fs`) served in-process on loopback, with
+//! SigV4 authentication on and objects as files under a directory: the S3 suites and
+//! `strata-bench tiered --store s3s` exercise the real client path (HTTP, signing, XML) with
+//! nothing to install and no network.
+#![warn(missing_docs)]
+
+mod s3_server;
+
+pub use s3_server::{shared, S3Server, ACCESS_KEY, SECRET_KEY};
