@@ -361,20 +361,16 @@ impl S3Store {
         }
         let (client, bucket, k) = (self.client.clone(), self.bucket.clone(), key.to_string());
         self.run_for(data.len(), op, key, async move {
-            let mut req = client
+            let sent = client
                 .put_object()
                 .bucket(bucket)
                 .key(&k)
                 .content_length(data.len() as i64)
-                .body(ByteStream::from(data));
-            if if_absent {
-                req = req.if_none_match("*");
-            }
-            match req.send().await {
-                Ok(_) => Ok(true),
-                Err(e) if if_absent && status(&e) == Some(412) => Ok(false),
-                Err(e) => Err(map_err(op, &k, e)),
-            }
+                .body(ByteStream::from(data))
+                .set_if_none_match(if_none_match(if_absent))
+                .send()
+                .await;
+            write_outcome(sent, if_absent, op, &k)
         })
     }
 
@@ -413,7 +409,7 @@ impl S3Store {
                 let (client, bucket, k, id) =
                     (client.clone(), bucket.clone(), k.clone(), upload_id.clone());
                 self.run(op, key, async move {
-                    let mut req = client
+                    let sent = client
                         .complete_multipart_upload()
                         .bucket(bucket)
                         .key(&k)
@@ -422,15 +418,11 @@ impl S3Store {
                             CompletedMultipartUpload::builder()
                                 .set_parts(Some(parts))
                                 .build(),
-                        );
-                    if if_absent {
-                        req = req.if_none_match("*");
-                    }
-                    match req.send().await {
-                        Ok(_) => Ok(true),
-                        Err(e) if if_absent && status(&e) == Some(412) => Ok(false),
-                        Err(e) => Err(map_err(op, &k, e)),
-                    }
+                        )
+                        .set_if_none_match(if_none_match(if_absent))
+                        .send()
+                        .await;
+                    write_outcome(sent, if_absent, op, &k)
                 })
             });
         if !matches!(result, Ok(true)) {
@@ -523,6 +515,30 @@ impl S3Store {
             }
         }
         Ok(parts)
+    }
+}
+
+/// `If-None-Match: *` for a create-if-absent write: the server refuses it when the key exists.
+fn if_none_match(if_absent: bool) -> Option<String> {
+    if_absent.then(|| "*".to_string())
+}
+
+/// The result of a write that was conditional when `if_absent`: a refused condition (412) means
+/// the object exists and nothing was written.
+fn write_outcome<O, E, R>(
+    sent: Result<O, SdkError<E, R>>,
+    if_absent: bool,
+    op: ObjectOp,
+    key: &str,
+) -> Result<bool, ObjectError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: HasStatus + std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) if if_absent && status(&e) == Some(412) => Ok(false),
+        Err(e) => Err(map_err(op, key, e)),
     }
 }
 
