@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
@@ -227,6 +227,32 @@ pub fn human_rate(rate: f64) -> String {
         .map(String::from_utf8_lossy)
         .collect();
     groups.join(",")
+}
+
+/// Runs `f(thread, ops)` on `threads` scoped threads that share `total` operations (the first
+/// threads take the remainder, so the total is exact), and returns each thread's result in
+/// thread order; a thread that panicked gives an error.
+pub fn split_across_threads<T: Send>(
+    threads: u64,
+    total: u64,
+    f: impl Fn(u64, u64) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let ops = total / threads + u64::from(t < total % threads);
+                scope.spawn(move || f(t, ops))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a reader thread panicked")))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

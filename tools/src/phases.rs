@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use rand::Rng;
 
 use crate::engines::{consume, Engine};
-use crate::measure::{Latencies, Progress, PROGRESS_STEP};
+use crate::measure::{split_across_threads, Latencies, Progress, PROGRESS_STEP};
 use crate::workload::{Stream, Workload};
 
 /// What a timed loop produced.
@@ -97,21 +97,8 @@ pub fn read_random(
         Stream::ReadKeys
     };
     let start = Instant::now();
-    let per_thread: Vec<Result<(u64, Latencies)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                // The first threads take the remainder, so the total is exact.
-                let ops = total / threads + u64::from(t < total % threads);
-                scope.spawn(move || read_loop(db, w, ops, w.rng(stream, t), missing, progress))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a reader thread panicked")))
-            })
-            .collect()
+    let per_thread = split_across_threads(threads, total, |t, ops| {
+        read_loop(db, w, ops, w.rng(stream, t), missing, progress)
     });
     let elapsed = start.elapsed();
 

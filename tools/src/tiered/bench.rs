@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use lsm::{ColdTier, Db, Options, WriteBatch};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -12,7 +12,7 @@ use super::args::TieredArgs;
 use super::results::{Deltas, FillResult, Tier, TierResult};
 use super::store::Backend;
 use crate::engines::wait_until_idle;
-use crate::measure::{Latencies, Progress};
+use crate::measure::{split_across_threads, Latencies, Progress};
 use crate::workload::{Stream, Workload};
 
 /// Keys per write batch of the fill: large enough that batching, not the per-write path, sets
@@ -117,22 +117,8 @@ impl Bench<'_> {
         let p = Progress::bar(tier.name(), total, self.progress);
         let before = db.stats();
         let start = Instant::now();
-        let per_thread: Vec<Result<Latencies>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    // The first threads take the remainder, so the total is exact.
-                    let ops = total / threads + u64::from(t < total % threads);
-                    let p = &p;
-                    scope.spawn(move || self.read_loop(db, tier, ops, t, p))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a reader thread panicked")))
-                })
-                .collect()
+        let per_thread = split_across_threads(threads, total, |t, ops| {
+            self.read_loop(db, tier, ops, t, &p)
         });
         let seconds = start.elapsed().as_secs_f64();
         p.finish();
