@@ -2,10 +2,12 @@
 //! while the store is down. Writes go on, nothing acknowledged is lost, nothing wrong is ever
 //! returned, and everything recovers once the faults clear.
 
+mod common;
+
 use std::sync::Arc;
 
 use lsm::object::{FaultConfig, FaultyStore, LocalDirStore, ObjectOp, ObjectStore, RetryPolicy};
-use lsm::{ColdTier, Db, Error, Options, WriteBatch};
+use lsm::{ColdTier, Db, Error, Options};
 
 fn value(i: u32, gen: u32) -> Vec<u8> {
     format!("v{gen}-{i}-{}", "x".repeat((i % 40) as usize)).into_bytes()
@@ -40,14 +42,8 @@ fn open(dir: &std::path::Path, store: &Arc<FaultyStore<LocalDirStore>>) -> Db {
 }
 
 fn write_gen(db: &Db, n: u32, gen: u32) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(key(i), value(i, gen));
-        }
-        db.write(b)
-            .expect("writes continue whatever the object store does");
-    }
+    common::write_in_batches(db, 0..n, 50, |b, i| b.put(key(i), value(i, gen)))
+        .expect("writes continue whatever the object store does");
 }
 
 fn check_all(db: &Db, n: u32, gen: u32) {

@@ -3,12 +3,14 @@
 //! objects this database cannot have written are never touched or replaced; readers that still
 //! hold a replaced table keep reading it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lsm::object::{LocalDirStore, ObjectStore};
-use lsm::{ColdTier, Db, Options, WriteBatch};
+use lsm::{ColdTier, Db, Options};
 
 fn open(dir: &std::path::Path, store: &Arc<LocalDirStore>, grace: Option<Duration>) -> Db {
     let opts = Options {
@@ -24,13 +26,10 @@ fn open(dir: &std::path::Path, store: &Arc<LocalDirStore>, grace: Option<Duratio
 }
 
 fn write_gen(db: &Db, gen: u32) {
-    for chunk in (0..3_000u32).collect::<Vec<_>>().chunks(100) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(format!("k{i:06}"), format!("v{gen}-{i}-{}", "x".repeat(40)));
-        }
-        db.write(b).expect("write");
-    }
+    common::write_in_batches(db, 0..3_000u32, 100, |b, i| {
+        b.put(format!("k{i:06}"), format!("v{gen}-{i}-{}", "x".repeat(40)))
+    })
+    .expect("write");
     db.compact_range::<&[u8], _>(..).expect("compact");
 }
 

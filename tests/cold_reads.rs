@@ -3,10 +3,12 @@
 //! present key costs at most one GET, and a lookup of an absent key costs none except for the
 //! filter's rare false positives.
 
+mod common;
+
 use std::sync::Arc;
 
 use lsm::object::LocalDirStore;
-use lsm::{ColdTier, Db, Options, WriteBatch};
+use lsm::{ColdTier, Db, Options};
 
 const N: u32 = 20_000;
 
@@ -37,13 +39,7 @@ fn cold_db() -> ((tempfile::TempDir, tempfile::TempDir), Db) {
     let dir = tempfile::tempdir().expect("tempdir");
     let objects = tempfile::tempdir().expect("tempdir");
     let db = open(dir.path(), objects.path());
-    for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(key(i), value(i));
-        }
-        db.write(b).expect("write");
-    }
+    common::write_in_batches(&db, 0..N, 200, |b, i| b.put(key(i), value(i))).expect("write");
     db.compact_range::<&[u8], _>(..).expect("compact");
     let s = db.stats();
     assert_eq!(s.levels[0].files, 0);

@@ -3,12 +3,14 @@
 //! cached blocks still serve and the others fail with `Unavailable`; damage to the cache's files
 //! is a miss (a GET, or `Unavailable` when the store is down), never wrong data.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use lsm::object::{FaultConfig, FaultyStore, LocalDirStore, ObjectOp, RetryPolicy};
-use lsm::{ColdTier, Db, Error, Options, WriteBatch};
+use lsm::{ColdTier, Db, Error, Options};
 
 const N: u32 = 20_000;
 const CACHE_BYTES: u64 = 8 << 20;
@@ -99,13 +101,7 @@ fn warmed_env() -> (Env, u64) {
         _objects: objects,
     };
     let db = env.open();
-    for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(key(i), value(i));
-        }
-        db.write(b).expect("write");
-    }
+    common::write_in_batches(&db, 0..N, 200, |b, i| b.put(key(i), value(i))).expect("write");
     db.compact_range::<&[u8], _>(..).expect("compact");
     let s = db.stats();
     assert_eq!(s.levels[0].files, 0);

@@ -2,10 +2,12 @@
 //! values once no snapshot can see them, and keeps them while one can. (The model tests prove
 //! nothing is dropped wrongly; these prove the space actually comes back.)
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use lsm::{Db, ManualClock, Options, WriteBatch};
+use lsm::{Db, ManualClock, Options};
 
 fn opts(clock: Arc<ManualClock>) -> Options {
     Options {
@@ -32,23 +34,14 @@ fn value(i: usize, tag: u8) -> Vec<u8> {
 }
 
 fn fill(db: &Db, n: usize, tag: u8) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(format!("key{i:06}"), value(i, tag));
-        }
-        db.write(b).expect("write");
-    }
+    common::write_in_batches(db, 0..n, 100, |b, i| {
+        b.put(format!("key{i:06}"), value(i, tag))
+    })
+    .expect("write");
 }
 
 fn delete_all(db: &Db, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.delete(format!("key{i:06}"));
-        }
-        db.write(b).expect("delete");
-    }
+    common::write_in_batches(db, 0..n, 500, |b, i| b.delete(format!("key{i:06}"))).expect("delete");
 }
 
 fn entries(db: &Db) -> (u64, usize) {

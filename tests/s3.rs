@@ -3,11 +3,13 @@
 //! conditional writes, request counts of cold lookups, a server outage and its end, and
 //! refused credentials.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use lsm::object::{ObjectError, ObjectStore, S3Store};
-use lsm::{ColdTier, Db, Error, Options, WriteBatch};
+use lsm::{ColdTier, Db, Error, Options};
 use testkit::{shared, S3Server, ACCESS_KEY};
 
 fn data(n: usize, seed: u8) -> Bytes {
@@ -163,13 +165,7 @@ fn open(dir: &std::path::Path, store: Arc<S3Store>, prefix: &str) -> Db {
 }
 
 fn fill(db: &Db) {
-    for chunk in (0..N).collect::<Vec<_>>().chunks(250) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.put(key(i), value(i));
-        }
-        db.write(b).expect("write");
-    }
+    common::write_in_batches(db, 0..N, 250, |b, i| b.put(key(i), value(i))).expect("write");
     db.compact_range::<&[u8], _>(..).expect("compact");
 }
 
@@ -233,13 +229,7 @@ fn engine_cold_tier_on_s3() {
     }));
 
     // Deleting everything and compacting leaves nothing, in the engine or the bucket.
-    for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
-        let mut b = WriteBatch::new();
-        for &i in chunk {
-            b.delete(key(i));
-        }
-        db.write(b).unwrap();
-    }
+    common::write_in_batches(&db, 0..N, 500, |b, i| b.delete(key(i))).unwrap();
     db.compact_range::<&[u8], _>(..).unwrap();
     assert_eq!(db.iter().count(), 0);
     assert_eq!(db.stats().total_sst_bytes(), 0);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lsm::{Clock, Iter, ManualClock, Options};
+use lsm::{Clock, Db, Iter, ManualClock, Options, WriteBatch};
 
 /// Reads an integer knob from the environment (for longer local soak runs), or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -171,4 +171,26 @@ pub fn parse_seq_key(k: &[u8]) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// Writes `items` in batches of `per_batch`, `op` adding each item to its batch.
+pub fn write_in_batches<T>(
+    db: &Db,
+    items: impl IntoIterator<Item = T>,
+    per_batch: usize,
+    mut op: impl FnMut(&mut WriteBatch, T),
+) -> lsm::Result<()> {
+    let (mut batch, mut n) = (WriteBatch::new(), 0);
+    for item in items {
+        op(&mut batch, item);
+        n += 1;
+        if n == per_batch {
+            db.write(std::mem::replace(&mut batch, WriteBatch::new()))?;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        db.write(batch)?;
+    }
+    Ok(())
 }
