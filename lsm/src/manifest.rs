@@ -10,6 +10,8 @@
 //!          varint min_seq varint max_seq varint entries varint deletions  (file added)
 //!        | 6 varint format_version
 //!        | 7 (as 5, for a table stored in the object store)
+//!        | 8 varint flushed_seq       (every write up to it is in the tables; replicated mode)
+//!        | 9 bytes app_state          (opaque to the engine, latest wins; replicated mode)
 //! bytes := varint len | len bytes
 //! ```
 //! `CURRENT` holds `MANIFEST-NNNNNN\n` and is replaced atomically (write, sync, rename). Replay
@@ -39,6 +41,8 @@ pub(crate) struct VersionEdit {
     pub last_seq: Option<u64>,
     pub deleted: Vec<(usize, u64)>,
     pub added: Vec<(usize, FileMeta)>,
+    pub flushed_seq: Option<u64>,
+    pub app_state: Option<Vec<u8>>,
 }
 
 impl VersionEdit {
@@ -48,6 +52,7 @@ impl VersionEdit {
             (1u64, self.log_number),
             (2, self.next_file_number),
             (3, self.last_seq),
+            (8, self.flushed_seq),
         ] {
             if let Some(v) = v {
                 put_varint(&mut b, tag);
@@ -70,6 +75,10 @@ impl VersionEdit {
                 put_varint(&mut b, v);
             }
         }
+        if let Some(a) = &self.app_state {
+            put_varint(&mut b, 9);
+            put_bytes(&mut b, a);
+        }
         b
     }
 
@@ -81,6 +90,8 @@ impl VersionEdit {
                 1 => e.log_number = Some(r.varint()?),
                 2 => e.next_file_number = Some(r.varint()?),
                 3 => e.last_seq = Some(r.varint()?),
+                8 => e.flushed_seq = Some(r.varint()?),
+                9 => e.app_state = Some(r.bytes()?.to_vec()),
                 4 => e
                     .deleted
                     .push((usize::try_from(r.varint()?).ok()?, r.varint()?)),
@@ -267,6 +278,8 @@ mod tests {
             log_number: Some(4),
             next_file_number: Some(1000),
             last_seq: Some(77),
+            flushed_seq: Some(70),
+            app_state: Some(b"raft".to_vec()),
             deleted: vec![(0, 3), (1, 9)],
             added: vec![(
                 2,

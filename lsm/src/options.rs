@@ -189,6 +189,11 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Keep levels from `first_level` down in an object store (default: everything local).
     pub cold_tier: Option<ColdTier>,
+    /// Run as one replica of a replicated group (see `Db::apply_at` and the other replica
+    /// methods): no WAL (the replication log takes its place), no automatic sealing, flushing or
+    /// compaction, every table in the object store, and deleting objects only while
+    /// `Db::set_object_gc(true)` (the group's leader). Requires `wal: false` and a cold tier.
+    pub replicated: bool,
 }
 
 impl Default for Options {
@@ -218,6 +223,7 @@ impl Default for Options {
             pending_compaction_bytes_stop: 256 << 30,
             clock: Arc::new(SystemClock),
             cold_tier: None,
+            replicated: false,
         }
     }
 }
@@ -262,6 +268,9 @@ impl Options {
             {
                 return bad("cold_tier.disk_cache.capacity_bytes must be at least 1 MiB");
             }
+        }
+        if self.replicated && (self.wal || self.cold_tier.is_none()) {
+            return bad("a replicated database needs wal: false and a cold tier");
         }
         if self.level_size_multiplier < 2 || self.target_file_size < 4096 {
             return bad("level_size_multiplier must be >= 2 and target_file_size >= 4096");

@@ -15,6 +15,21 @@ use crate::key;
 use crate::manifest::VersionEdit;
 use crate::{fsutil, Error, Result};
 
+/// What a compaction wrote: the edit installing it and what it cost.
+pub(crate) struct CompactionOutput {
+    pub edit: VersionEdit,
+    /// The round-robin cursor of the input level after this compaction.
+    pub pointer: Option<Vec<u8>>,
+    pub counts: CompactionCounts,
+}
+
+#[derive(Default)]
+pub(crate) struct CompactionCounts {
+    pub trivial_move: bool,
+    pub read: u64,
+    pub written: u64,
+}
+
 impl Inner {
     fn shutting_down(&self) -> bool {
         lock(&self.bg).shutdown
@@ -22,6 +37,35 @@ impl Inner {
 
     /// Merges the inputs of `c` into new tables of its output level and installs the result.
     pub(crate) fn run_compaction(&self, c: &Compaction) -> Result<()> {
+        let out = self.compaction_output(c)?;
+        let mut vs = lock(&self.versions);
+        // On failure the outputs stay: the manifest may name them (orphans go at the next open).
+        self.install(&mut vs, out.edit, None)?;
+        if let Some(p) = out.pointer {
+            vs.pointers[c.level] = p;
+        }
+        drop(vs);
+        self.count_compaction(&out.counts);
+        Ok(())
+    }
+
+    pub(crate) fn count_compaction(&self, counts: &CompactionCounts) {
+        if counts.trivial_move {
+            self.stats.trivial_moves.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .compaction_bytes_read
+            .fetch_add(counts.read, Ordering::Relaxed);
+        self.stats
+            .compaction_bytes_written
+            .fetch_add(counts.written, Ordering::Relaxed);
+    }
+
+    /// Merges the inputs of `c` into new tables (uploaded when they belong in the cold tier) and
+    /// returns the edit that would install them, without installing it.
+    pub(crate) fn compaction_output(&self, c: &Compaction) -> Result<CompactionOutput> {
         let mut edit = VersionEdit::default();
         for f in &c.inputs {
             edit.deleted.push((c.level, f.meta.number));
@@ -30,19 +74,23 @@ impl Inner {
             edit.deleted.push((c.output_level, f.meta.number));
         }
         // (`level == output_level` rewrites tables in place: the same edit deletes and adds.)
-        let cold_output = self
-            .tables
-            .cold()
-            .is_some_and(|t| c.output_level >= t.first_level);
+        let cold_output = self.opts.replicated
+            || self
+                .tables
+                .cold()
+                .is_some_and(|t| c.output_level >= t.first_level);
         // A local table moving into the cold tier must be uploaded: rewrite it instead.
         let crosses_tier = cold_output && c.inputs.iter().any(|f| !f.meta.cold);
         if c.is_trivial_move() && !crosses_tier {
             edit.added.push((c.output_level, c.inputs[0].meta.clone()));
-            let mut vs = lock(&self.versions);
-            self.install(&mut vs, edit, None)?;
-            vs.pointers[c.level] = c.inputs[0].meta.largest_user().to_vec();
-            self.stats.trivial_moves.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(CompactionOutput {
+                edit,
+                pointer: Some(c.inputs[0].meta.largest_user().to_vec()),
+                counts: CompactionCounts {
+                    trivial_move: true,
+                    ..Default::default()
+                },
+            });
         }
         let version = self.sv.load().version.clone();
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -134,21 +182,20 @@ impl Inner {
         for m in metas {
             edit.added.push((c.output_level, m));
         }
-        let mut vs = lock(&self.versions);
-        // On failure the outputs stay: the manifest may name them (orphans go at the next open).
-        self.install(&mut vs, edit, None)?;
-        if let Some(last) = c.inputs.iter().map(|f| f.meta.largest_user()).max() {
-            vs.pointers[c.level] = last.to_vec();
-        }
-        drop(vs);
-        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .compaction_bytes_read
-            .fetch_add(read_bytes, Ordering::Relaxed);
-        self.stats
-            .compaction_bytes_written
-            .fetch_add(written, Ordering::Relaxed);
-        Ok(())
+        Ok(CompactionOutput {
+            edit,
+            pointer: c
+                .inputs
+                .iter()
+                .map(|f| f.meta.largest_user())
+                .max()
+                .map(<[u8]>::to_vec),
+            counts: CompactionCounts {
+                trivial_move: false,
+                read: read_bytes,
+                written,
+            },
+        })
     }
 
     /// Pushes everything overlapping `[lo, hi]` down to the deepest level holding data.
@@ -239,6 +286,7 @@ impl Inner {
     /// caller holds the compaction lock.
     pub(crate) fn collect_cold_garbage(&self) {
         if self.tables.cold().is_none()
+            || !self.object_gc.load(Ordering::Acquire)
             || self.tables.garbage_pending() == 0
             || self.bg_error().is_some()
         {
@@ -268,7 +316,7 @@ impl Inner {
     /// Uploads a finished output table to the cold tier and saves its metadata locally; the
     /// local file goes once the object holds it. Runs before the manifest edit that names the
     /// table, so a crash in between leaves only an orphan object, never a missing one.
-    fn upload(&self, m: &mut crate::version::FileMeta) -> Result<()> {
+    pub(crate) fn upload(&self, m: &mut crate::version::FileMeta) -> Result<()> {
         let Some(cold) = self.tables.cold() else {
             return Ok(());
         };
@@ -314,7 +362,7 @@ pub(crate) fn compaction_loop(inner: Arc<Inner>) {
             if bg.shutdown {
                 return;
             }
-            let compact = bg.compaction_requested && bg.error.is_none();
+            let compact = bg.compaction_requested && bg.error.is_none() && !inner.opts.replicated;
             bg.compaction_requested = false;
             compact
         };

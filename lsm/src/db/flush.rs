@@ -56,6 +56,7 @@ impl Inner {
 
     /// Logs `edit` durably, then publishes the new version (dropping `flushed` from the sealed
     /// memtables). Tables the edit removes become obsolete and are deleted when unreferenced.
+    /// The edit's `flushed_seq` and `app_state`, when set, are recorded in `vs` too.
     pub(crate) fn install(
         &self,
         vs: &mut VersionSet,
@@ -72,6 +73,12 @@ impl Inner {
         self.append_manifest(vs, &edit)?;
         if let Some(l) = edit.log_number {
             vs.log_number = l;
+        }
+        if let Some(f) = edit.flushed_seq {
+            vs.flushed_seq = f;
+        }
+        if let Some(a) = edit.app_state {
+            vs.app_state = a;
         }
         for f in &removed {
             f.mark_obsolete();
@@ -119,6 +126,8 @@ impl Inner {
         base.log_number = Some(vs.log_number);
         base.next_file_number = Some(vs.reserved);
         base.last_seq = Some(self.visible_seq.load(Ordering::Acquire));
+        base.flushed_seq = Some(vs.flushed_seq);
+        base.app_state = Some(vs.app_state.clone());
         vs.manifest = ManifestWriter::create(&self.dir, number, &base)?;
         let _ = std::fs::remove_file(crate::manifest::manifest_path(&self.dir, old));
         Ok(())

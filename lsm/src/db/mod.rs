@@ -8,6 +8,7 @@
 mod compact;
 mod flush;
 mod open;
+mod replica;
 mod snapshot;
 mod write;
 
@@ -21,6 +22,7 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+pub use replica::{ManifestImage, ReplicaStatus, TableEdit};
 pub use snapshot::Snapshot;
 
 use crate::cache::TableCache;
@@ -79,6 +81,10 @@ pub(crate) struct VersionSet {
     pub log_number: u64,
     /// Round-robin compaction cursor per level (largest user key last compacted).
     pub pointers: Vec<Vec<u8>>,
+    /// Replicated mode: every write up to this sequence is in the tables.
+    pub flushed_seq: u64,
+    /// Replicated mode: the owner's state saved with the version (see `Db::apply_chunk`).
+    pub app_state: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -106,6 +112,9 @@ pub(crate) struct Inner {
     pub object_counters: Arc<crate::object::ObjectCounters>,
     pub recovery: RecoveryReport,
     pub closed: AtomicBool,
+    /// Whether obsolete objects may be deleted (always, except in a replicated database whose
+    /// owner is not the group's leader).
+    pub object_gc: AtomicBool,
     pub has_bg_error: AtomicBool,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     /// Held until `close`, not until the last snapshot or iterator lets go of `Inner`.
@@ -198,6 +207,7 @@ impl Db {
         if batch.is_empty() {
             return Ok(());
         }
+        self.inner.refuse_if_replicated()?;
         self.inner.submit(write::Op::Batch {
             batch,
             sync: opts.sync,
@@ -235,6 +245,7 @@ impl Db {
 
     /// Writes the memtable to an L0 table and waits until every sealed memtable is on disk.
     pub fn flush(&self) -> Result<()> {
+        self.inner.refuse_if_replicated()?;
         self.inner.flush()
     }
 
@@ -249,6 +260,7 @@ impl Db {
     /// overwritten versions, tombstones and expired values that no snapshot can see.
     pub fn compact_range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<()> {
         let (lo, hi) = to_bounds(&range);
+        self.inner.refuse_if_replicated()?;
         self.inner.flush()?;
         self.inner.compact_range(lo, hi)
     }
@@ -297,6 +309,17 @@ impl Inner {
         lock(&self.bg).error.clone()
     }
 
+    /// Writes, flushes and compactions of a replicated database come from its replication log.
+    pub(crate) fn refuse_if_replicated(&self) -> Result<()> {
+        if self.opts.replicated {
+            return Err(Error::InvalidArgument(
+                "replicated database: writes, flushes and compactions go through the replica API"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Records a background failure; from now on writes fail with it.
     pub(crate) fn set_bg_error(&self, e: Error) {
         tracing::error!(dir = %self.dir.display(), error = %e, "background error; writes disabled");
@@ -314,9 +337,19 @@ impl Inner {
     /// loaded first holds everything visible at any sequence read after it. (The reverse order
     /// races with a flush that drops a version the reader's sequence still needs.)
     pub(crate) fn get_at(&self, user_key: &[u8], seq: Option<u64>) -> Result<Option<Bytes>> {
+        self.get_as_of(user_key, seq, self.opts.clock.now_millis())
+    }
+
+    /// As `get_at`, with expiry judged at `now_ms` rather than by the clock.
+    pub(crate) fn get_as_of(
+        &self,
+        user_key: &[u8],
+        seq: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Option<Bytes>> {
         let sv = self.sv.load();
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::Acquire));
-        let resolve = |kind, v| key::live_value(kind, v, self.opts.clock.now_millis());
+        let resolve = |kind, v| key::live_value(kind, v, now_ms);
         let seek = key::make_internal_key(user_key, seq, SEEK_KIND);
         let hash = crate::sst::filter_hash(user_key);
         for m in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
@@ -418,6 +451,8 @@ impl Inner {
             // Report it: without a WAL, unflushed writes are lost.
             Some(e) => Err(e),
             None if self.opts.wal => self.queue.sync_wal(),
+            // The replication log holds every write the memtables hold.
+            None if self.opts.replicated => Ok(()),
             None => self.flush_for_close(),
         };
         {

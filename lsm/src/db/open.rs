@@ -29,6 +29,8 @@ struct Recovered {
     next_file: u64,
     log_number: u64,
     last_seq: u64,
+    flushed_seq: u64,
+    app_state: Vec<u8>,
     manifest_number: Option<u64>,
 }
 
@@ -38,6 +40,8 @@ fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> R
         next_file: 1,
         log_number: 0,
         last_seq: 0,
+        flushed_seq: 0,
+        app_state: Vec::new(),
         manifest_number: None,
     };
     let Some(rep) = manifest::replay(dir)? else {
@@ -80,6 +84,10 @@ fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> R
         r.log_number = r.log_number.max(e.log_number.unwrap_or(0));
         r.next_file = r.next_file.max(e.next_file_number.unwrap_or(0));
         r.last_seq = r.last_seq.max(e.last_seq.unwrap_or(0));
+        r.flushed_seq = r.flushed_seq.max(e.flushed_seq.unwrap_or(0));
+        if let Some(a) = &e.app_state {
+            r.app_state = a.clone();
+        }
         for (level, number) in &e.deleted {
             if let Some(l) = r.levels.get_mut(*level) {
                 l.remove(number);
@@ -329,6 +337,11 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         let meta = super::flush::build_table(&Arc::new(mem), last_seq, number, b)?;
         rec.levels[0].insert(number, meta);
     }
+    if opts.replicated {
+        // The memtables start empty: the owner replays its log from the flushed sequence on,
+        // and anything later the manifest saw applied is applied again.
+        last_seq = rec.flushed_seq;
+    }
     for m in rec.levels.iter().flat_map(|l| l.values()) {
         last_seq = last_seq.max(m.max_seq);
     }
@@ -340,6 +353,8 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         log_number: Some(wal_number),
         next_file_number: Some(reserved),
         last_seq: Some(last_seq),
+        flushed_seq: Some(rec.flushed_seq),
+        app_state: Some(rec.app_state.clone()),
         ..Default::default()
     };
     for (level, l) in rec.levels.iter().enumerate() {
@@ -407,7 +422,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
 
     if let Some(listed) = &listed {
         report.orphan_objects_found = sweep_objects(listed, manifest_bound, &tables, &live_cold);
-        report.orphan_files_deleted += tables.collect_garbage(&live_cold);
+        if !opts.replicated {
+            report.orphan_files_deleted += tables.collect_garbage(&live_cold);
+        }
     }
 
     let pending = crate::compaction::leveled::pending_bytes(&version, &opts);
@@ -427,6 +444,8 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             reserved,
             log_number: wal_number,
             pointers: vec![Vec::new(); num_levels],
+            flushed_seq: rec.flushed_seq,
+            app_state: rec.app_state,
         }),
         queue: Queue::new(WriteState { wal, last_seq }),
         bg: Mutex::new(BgState::default()),
@@ -437,6 +456,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         object_counters,
         recovery: report,
         closed: AtomicBool::new(false),
+        object_gc: AtomicBool::new(!opts.replicated),
         has_bg_error: AtomicBool::new(false),
         threads: Mutex::new(Vec::new()),
         dir_lock: Mutex::new(Some(dir_lock)),
@@ -453,9 +473,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             .spawn(move || f(i))
             .ctx(|| format!("spawning {name} thread"))
     };
-    let flush = spawn("lsm-flush", super::flush::flush_loop)?;
+    // A replica's owner drives flushing and compaction; its compaction thread only deletes
+    // garbage objects (while allowed to).
+    if !inner.opts.replicated {
+        let flush = spawn("lsm-flush", super::flush::flush_loop)?;
+        super::lock(&inner.threads).push(flush);
+    }
     let compact = spawn("lsm-compact", super::compact::compaction_loop)?;
-    super::lock(&inner.threads).extend([flush, compact]);
+    super::lock(&inner.threads).push(compact);
     inner.request_compaction();
     Ok(inner)
 }

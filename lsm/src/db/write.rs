@@ -56,6 +56,12 @@ impl Queue {
         }
     }
 
+    /// The writers' state, for the replica API (which applies entries one at a time, in log
+    /// order, without the group-commit queue).
+    pub(crate) fn write_state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        lock(&self.ws)
+    }
+
     pub(crate) fn sync_wal(&self) -> Result<()> {
         match lock(&self.ws).wal.as_mut() {
             Some(w) => w.sync(),
