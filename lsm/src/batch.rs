@@ -150,6 +150,15 @@ impl WriteBatch {
         *self = Self::default();
     }
 
+    /// `Err` with the error a write of this batch would fail with (an oversized key, value or
+    /// batch), so a caller can refuse it before doing anything else.
+    pub fn validate(&self) -> crate::Result<()> {
+        match &self.invalid {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// The error of the first rejected operation, if any (the write of this batch fails with it).
     pub(crate) fn validation_error(&self) -> Option<&Error> {
         self.invalid.as_ref()

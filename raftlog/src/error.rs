@@ -8,6 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in the log store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The state machine's engine failed.
+    #[error("engine: {0}")]
+    Engine(#[from] lsm::Error),
     /// An operating-system I/O error, with what the log was doing when it happened.
     #[error("I/O error while {context}: {source}")]
     Io {

@@ -24,9 +24,11 @@
 
 pub mod error;
 pub mod log;
+pub mod sm;
 pub mod store;
 
 pub use error::{Error, Result};
 pub use log::{
     Log, LogOptions, LogStats, MetaKind, RecoveryDamage, RecoveryInfo, MAX_ENTRY_LEN, MAX_META_LEN,
 };
+pub use sm::{StateMachine, Versioned};

@@ -269,18 +269,24 @@ impl Db {
         Ok(true)
     }
 
-    /// Saves `app_state` with the version, and records every write up to `flushed_seq` as in
-    /// the tables. Only valid while the memtables are empty (nothing to flush).
+    /// Saves `app_state` with the version, and records every entry up to `flushed_seq` as
+    /// applied and in the tables (entries that wrote nothing, such as Raft's own, count as
+    /// applied). Only valid while the memtables are empty (nothing to flush).
     pub fn save_app_state(&self, flushed_seq: u64, app_state: &[u8]) -> Result<()> {
         let i = &self.inner;
         i.require_replicated()?;
-        let ws = i.queue.write_state();
+        let mut ws = i.queue.write_state();
         let mut vs = lock(&i.versions);
         let sv = i.sv.load();
-        if !(sv.mem.is_empty() && sv.imms.is_empty()) || flushed_seq > ws.last_seq {
+        if !(sv.mem.is_empty() && sv.imms.is_empty()) {
             return Err(Error::InvalidArgument(format!(
-                "cannot record {flushed_seq} as flushed: memtables hold writes or it is not applied"
+                "cannot record {flushed_seq} as flushed: the memtables hold writes"
             )));
+        }
+        if flushed_seq > ws.last_seq {
+            ws.last_seq = flushed_seq;
+            sv.mem.note_seq(flushed_seq);
+            i.visible_seq.store(flushed_seq, Ordering::Release);
         }
         let e = VersionEdit {
             flushed_seq: Some(flushed_seq.max(vs.flushed_seq)),

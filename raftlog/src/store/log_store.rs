@@ -114,14 +114,14 @@ fn lock(log: &Mutex<Log>, subject: ErrorSubject<NodeId>) -> StoreResult<MutexGua
 }
 
 /// Encodes `value` behind the [`FORMAT`] tag.
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, AnyError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, AnyError> {
     let mut out = vec![FORMAT];
     postcard::to_io(value, &mut out).map_err(|e| AnyError::new(&e))?;
     Ok(out)
 }
 
 /// Decodes a value written by [`encode`], checking the tag and that no bytes are left over.
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => {
             let (value, left) =
@@ -171,9 +171,23 @@ fn read_entries(
     log: &Mutex<Log>,
     range: impl RangeBounds<u64>,
 ) -> StoreResult<Vec<Entry<TypeConfig>>> {
-    let bounds: (Bound<u64>, Bound<u64>) =
-        (range.start_bound().cloned(), range.end_bound().cloned());
-    let raw = lock(log, ErrorSubject::Logs)?
+    let log = lock(log, ErrorSubject::Logs)?;
+    // Purged entries are simply absent, as openraft's reader contract has it (it returns what
+    // it has of the range); openraft knows the purge point and never relies on them.
+    let mut start = range.start_bound().cloned();
+    if let Some((upto, _)) = log.last_purged() {
+        let first = upto + 1;
+        let below = match start {
+            Bound::Included(s) => s < first,
+            Bound::Excluded(s) => s < upto,
+            Bound::Unbounded => true,
+        };
+        if below {
+            start = Bound::Included(first);
+        }
+    }
+    let bounds: (Bound<u64>, Bound<u64>) = (start, range.end_bound().cloned());
+    let raw = log
         .range(bounds)
         .map_err(|e| read_err(ErrorSubject::Logs, AnyError::new(&e)))?;
     raw.iter()
@@ -288,10 +302,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok((entry.log_id.index, bytes))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let batch: Vec<(u64, &[u8])> = encoded.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-        lock(&self.log, ErrorSubject::Logs)?
-            .append(&batch)
-            .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?;
+        let mut log = lock(&self.log, ErrorSubject::Logs)?;
+        // Entries at or below the purge point are covered by the state machine already (openraft
+        // purges up to what it applied when it finds the state machine ahead of the log): they
+        // are dropped, not stored below the purge point.
+        let purged = log.last_purged().map(|(upto, _)| upto);
+        let batch: Vec<(u64, &[u8])> = encoded
+            .iter()
+            .filter(|(i, _)| purged.is_none_or(|p| *i > p))
+            .map(|(i, b)| (*i, b.as_slice()))
+            .collect();
+        if !batch.is_empty() {
+            log.append(&batch)
+                .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?;
+        }
+        drop(log);
         // `Log::append` returned only after its fdatasync: the batch is durable, so this is the
         // first moment the acknowledgement is true.
         callback.log_io_completed(Ok(()));

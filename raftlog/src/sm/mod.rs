@@ -1,0 +1,400 @@
+//! The state machine: the `lsm` engine in replicated mode (see `lsm::Options::replicated`).
+//!
+//! Each entry is applied at `seq = log index`. A [`Command::Write`] is evaluated against the
+//! state before it (conditions, versions, expiries judged at the leader's `now_ms`) and becomes
+//! one engine batch; `Seal`, `ChunkAdded` and `Compacted` drive the engine's memtables and tables
+//! the same way on every replica (the leader's side is the [`Maintainer`](crate::Maintainer)).
+//!
+//! # What is durable, and the snapshot
+//!
+//! The engine keeps no WAL: what survives a restart is its tables and, saved atomically with
+//! them, the *flushed point*: the log id of the last seal whose memtable is in the tables, and
+//! the membership as of that entry. After a restart the state machine reports the flushed point
+//! as last applied, and openraft applies the committed entries after it again (the log is
+//! purged only up to the flushed point, so they are there).
+//!
+//! A snapshot is the engine's manifest image (tables per level, no data) at the flushed point —
+//! or at the last applied entry when no memtable holds a write. Its size depends on the number of
+//! tables, not on the data, and the log behind it is purged, so both stay bounded.
+//!
+//! # Replays and duplicates
+//!
+//! Every command is recognised when applied a second time: writes and seals at or below the
+//! engine's last sequence number, chunks already in the tables, compactions whose inputs are gone.
+//! A duplicate changes nothing and replies `Tables { applied: false }` (for tables).
+
+// openraft's trait methods return `StorageError`, a large type; the helpers return it as the
+// trait methods do (see the same allowance in the log store).
+#![allow(clippy::result_large_err)]
+
+mod apply;
+pub mod value;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lsm::{Db, ManifestImage, TableEdit};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::store::log_store::{decode, encode};
+use crate::store::{Command, Reply, TypeConfig};
+pub use value::Versioned;
+
+type NodeId = u64;
+type StoreResult<T> = Result<T, StorageError<NodeId>>;
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// A point of the log the state machine can stand at: an entry's log id and the membership in
+/// effect there. Saved with the engine's tables (format: [`FORMAT`](crate::store::log_store::FORMAT)
+/// tag + postcard).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Point {
+    last_log_id: Option<LogId<NodeId>>,
+    membership: Membership,
+}
+
+struct State {
+    last_applied: Option<LogId<NodeId>>,
+    membership: Membership,
+    /// Sealed memtables not yet in the tables, by seal index: the point each one completes.
+    seals: BTreeMap<u64, Point>,
+    /// The point saved with the tables.
+    flushed: Point,
+    /// The last snapshot built or installed, with its encoded image.
+    current: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+}
+
+struct Shared {
+    db: Db,
+    state: Mutex<State>,
+    snapshots_built: AtomicU64,
+}
+
+/// openraft's state machine (and snapshot builder) over an `lsm` database in replicated mode.
+/// Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("dir", &self.shared.db.path())
+            .finish()
+    }
+}
+
+fn sm_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+impl StateMachine {
+    /// Opens the replica's engine in `dir` with `opts` (which must name the group's shared
+    /// object store as its cold tier; `replicated` and `wal: false` are set here) and resumes at
+    /// the flushed point.
+    pub fn open(dir: impl AsRef<Path>, mut opts: lsm::Options) -> crate::Result<StateMachine> {
+        opts.replicated = true;
+        opts.wal = false;
+        let db = Db::open(dir.as_ref(), opts).map_err(crate::Error::Engine)?;
+        let saved = db.app_state();
+        let flushed: Point = if saved.is_empty() {
+            Point::default()
+        } else {
+            decode(&saved).map_err(|e| crate::Error::Corruption {
+                path: dir.as_ref().to_path_buf(),
+                detail: format!("state saved with the tables: {e}"),
+            })?
+        };
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                db,
+                state: Mutex::new(State {
+                    last_applied: flushed.last_log_id,
+                    membership: flushed.membership.clone(),
+                    seals: BTreeMap::new(),
+                    flushed,
+                    current: None,
+                }),
+                snapshots_built: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The engine (for reads, stats and the leader's maintenance).
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    /// The live value of `key` and its version, as this replica has applied so far.
+    pub fn get(&self, key: &[u8]) -> crate::Result<Option<Versioned>> {
+        let v = self.shared.db.get(key).map_err(crate::Error::Engine)?;
+        v.map(|b| value::decode(b).ok_or_else(|| undecodable(key)))
+            .transpose()
+    }
+
+    /// The last entry applied.
+    pub fn last_applied(&self) -> Option<LogId<NodeId>> {
+        self.state().last_applied
+    }
+
+    /// The log id every write up to which is in the tables (the point a restart resumes at).
+    pub fn flushed(&self) -> Option<LogId<NodeId>> {
+        self.state().flushed.last_log_id
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Apply holds this lock only over plain data updates; a panic there leaves nothing
+        // half-written that the engine does not also guard.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply_command(
+        &self,
+        st: &mut State,
+        log_id: LogId<NodeId>,
+        cmd: Command,
+    ) -> StoreResult<Reply> {
+        let db = &self.shared.db;
+        let index = log_id.index;
+        let fail = |e: lsm::Error| sm_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e);
+        Ok(match cmd {
+            Command::Write { ops, now_ms } => {
+                if index <= db.replica_status().last_seq {
+                    // A replay: the engine has this write (its reply went out the first time).
+                    return Ok(Reply::Write(Vec::new()));
+                }
+                let (batch, results) =
+                    apply::evaluate(index, now_ms, &ops, |k| match db.get_as_of(k, now_ms)? {
+                        Some(b) => value::decode(b).map(Some).ok_or_else(|| {
+                            lsm::Error::InvalidArgument(format!("undecodable value of key {k:?}"))
+                        }),
+                        None => Ok(None),
+                    })
+                    .map_err(fail)?;
+                if let Some(e) = batch_error(&batch) {
+                    // Deterministic: every replica refuses it the same way.
+                    return Ok(Reply::Invalid(e));
+                }
+                db.apply_at(index, &batch).map_err(fail)?;
+                Reply::Write(results)
+            }
+            Command::Seal => {
+                if db.apply_seal(index).map_err(fail)?
+                    && db.replica_status().sealed.last() == Some(&index)
+                {
+                    st.seals.insert(
+                        index,
+                        Point {
+                            last_log_id: Some(log_id),
+                            membership: st.membership.clone(),
+                        },
+                    );
+                }
+                Reply::Done
+            }
+            Command::ChunkAdded { sealed_at, edit } => {
+                let edit = match TableEdit::decode(&edit) {
+                    Ok(e) => e,
+                    Err(e) => return Ok(Reply::Invalid(e.to_string())),
+                };
+                let Some(point) = st.seals.get(&sealed_at).cloned() else {
+                    return Ok(Reply::Tables { applied: false });
+                };
+                let saved = encode(&point).map_err(|e| {
+                    StorageIOError::new(ErrorSubject::Apply(log_id), ErrorVerb::Write, e)
+                })?;
+                let applied = db.apply_chunk(sealed_at, &edit, &saved).map_err(fail)?;
+                if applied {
+                    st.seals.remove(&sealed_at);
+                    st.flushed = point;
+                }
+                Reply::Tables { applied }
+            }
+            Command::Compacted { edit } => {
+                let edit = match TableEdit::decode(&edit) {
+                    Ok(e) => e,
+                    Err(e) => return Ok(Reply::Invalid(e.to_string())),
+                };
+                Reply::Tables {
+                    applied: db.apply_compaction(&edit).map_err(fail)?,
+                }
+            }
+        })
+    }
+
+    /// The point a snapshot taken now stands at: the last applied entry when the memtables are
+    /// empty (saving it with the tables first, so a restart does not fall behind a purged log),
+    /// else the flushed point.
+    fn snapshot_point(&self, st: &mut State) -> StoreResult<Point> {
+        let db = &self.shared.db;
+        if !db.replica_status().memtables_empty {
+            return Ok(st.flushed.clone());
+        }
+        let point = Point {
+            last_log_id: st.last_applied,
+            membership: st.membership.clone(),
+        };
+        if let Some(id) = point
+            .last_log_id
+            .filter(|id| Some(*id) > st.flushed.last_log_id)
+        {
+            let saved = encode(&point).map_err(|e| {
+                StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+            })?;
+            db.save_app_state(id.index, &saved)
+                .map_err(|e| sm_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+            st.flushed = point.clone();
+        }
+        Ok(point)
+    }
+
+    /// The current snapshot, or a new one when `force_new` or when the current one is behind.
+    /// Without `force_new`, nothing applied means no snapshot.
+    fn snapshot(&self, force_new: bool) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+        let mut st = self.state();
+        let point = self.snapshot_point(&mut st)?;
+        let last = point.last_log_id;
+        if last.is_none() && !force_new {
+            return Ok(None);
+        }
+        if let Some((meta, data)) = &st.current {
+            if !force_new && meta.last_log_id == last {
+                return Ok(Some(Snapshot {
+                    meta: meta.clone(),
+                    snapshot: Box::new(Cursor::new(data.clone())),
+                }));
+            }
+        }
+        // Under the state lock: no entry is applied between choosing the point and exporting.
+        let data = self.shared.db.export_image().encode();
+        let n = self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        let (term, index) = last.map_or((0, 0), |l| (l.leader_id.term, l.index));
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: point.membership,
+            snapshot_id: format!("{term}-{index}-{n}"),
+        };
+        st.current = Some((meta.clone(), data.clone()));
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+fn undecodable(key: &[u8]) -> crate::Error {
+    crate::Error::Engine(lsm::Error::InvalidArgument(format!(
+        "stored value of key {key:?} is not in the state machine's format"
+    )))
+}
+
+/// Why the engine would refuse `batch` (oversized keys or values), if it would.
+fn batch_error(batch: &lsm::WriteBatch) -> Option<String> {
+    batch.validate().err().map(|e| e.to_string())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> StoreResult<(Option<LogId<NodeId>>, Membership)> {
+        let st = self.state();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Reply>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut st = self.state();
+        for e in entries {
+            let reply = match e.payload {
+                EntryPayload::Blank => Reply::Done,
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(e.log_id), m);
+                    Reply::Done
+                }
+                EntryPayload::Normal(cmd) => self.apply_command(&mut st, e.log_id, cmd)?,
+            };
+            st.last_applied = Some(e.log_id);
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StoreResult<()> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let image = ManifestImage::decode(&data)
+            .map_err(|e| sm_err(subject.clone(), ErrorVerb::Read, e))?;
+        let point: Point = decode(image.app_state())
+            .map_err(|e| StorageIOError::new(subject.clone(), ErrorVerb::Read, e))?;
+        if point.last_log_id != meta.last_log_id
+            || point.last_log_id.map_or(0, |l| l.index) != image.flushed_seq()
+        {
+            return Err(StorageIOError::new(
+                subject,
+                ErrorVerb::Read,
+                AnyError::error(format!(
+                    "snapshot image stands at {:?}, its metadata says {:?}",
+                    point.last_log_id, meta.last_log_id
+                )),
+            )
+            .into());
+        }
+        let mut st = self.state();
+        self.shared
+            .db
+            .install_image(&image)
+            .map_err(|e| sm_err(subject, ErrorVerb::Write, e))?;
+        st.last_applied = meta.last_log_id;
+        st.membership = meta.last_membership.clone();
+        st.seals.clear();
+        st.flushed = point;
+        st.current = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+        self.snapshot(false)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+        self.snapshot(true)?.ok_or_else(|| {
+            StorageIOError::new(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                AnyError::error("no snapshot built"),
+            )
+            .into()
+        })
+    }
+}
