@@ -24,6 +24,7 @@
 
 pub mod error;
 pub mod log;
+pub mod maintain;
 pub mod sm;
 pub mod store;
 
@@ -31,4 +32,5 @@ pub use error::{Error, Result};
 pub use log::{
     Log, LogOptions, LogStats, MetaKind, RecoveryDamage, RecoveryInfo, MAX_ENTRY_LEN, MAX_META_LEN,
 };
+pub use maintain::{Maintainer, MaintainerOptions};
 pub use sm::{StateMachine, Versioned};

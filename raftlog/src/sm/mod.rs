@@ -145,6 +145,13 @@ impl StateMachine {
             .transpose()
     }
 
+    /// Sealed memtables waiting to be built into tables, and bytes in all memtables: a leader
+    /// refuses or slows writes when these grow (the tables are falling behind).
+    pub fn backlog(&self) -> (usize, usize) {
+        let s = self.shared.db.replica_status();
+        (s.sealed.len(), s.active_bytes + s.sealed_bytes)
+    }
+
     /// The last entry applied.
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
         self.state().last_applied

@@ -1,6 +1,8 @@
 //! Helpers shared by raftlog's integration suites. Each suite uses a subset.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

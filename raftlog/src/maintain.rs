@@ -1,0 +1,148 @@
+//! The leader's side of flushing and compaction (DESIGN.md, "Replication"), and the snapshot
+//! trigger every replica runs.
+//!
+//! On the leader, each pass: propose `Seal` when the active memtable is full; build the oldest
+//! sealed memtable into a table in the object store and propose `ChunkAdded`; run one compaction
+//! and propose `Compacted`. A new leader finds any sealed-but-unchunked memtable in its own state
+//! (every replica sealed it) and builds it the same way. An edit the state machine refuses (a
+//! duplicate, a stale compaction) has its tables discarded; an edit whose proposal failed keeps
+//! them (it may still commit under the next leader; if it never does, the tables are orphans that
+//! a later open finds).
+//!
+//! On every replica: a snapshot is requested whenever the flushed point moves, so openraft purges
+//! the log behind it; only the leader deletes garbage objects.
+
+use std::time::Duration;
+
+use openraft::{Raft, ServerState};
+use tokio::task::JoinHandle;
+
+use crate::store::{Command, Reply, TypeConfig};
+use crate::StateMachine;
+
+/// When the leader seals and how often the maintainer looks.
+#[derive(Debug, Clone)]
+pub struct MaintainerOptions {
+    /// Time between passes (a pass also follows every change of Raft's metrics).
+    pub interval: Duration,
+    /// Seal the active memtable once it holds this many bytes (normally the engine's
+    /// `write_buffer_size`).
+    pub seal_bytes: usize,
+    /// Do not seal while this many sealed memtables wait to be built: writes then accumulate in
+    /// the active memtable (the caller applies backpressure from [`StateMachine::backlog`]).
+    pub max_sealed: usize,
+}
+
+impl Default for MaintainerOptions {
+    fn default() -> Self {
+        MaintainerOptions {
+            interval: Duration::from_millis(50),
+            seal_bytes: 64 << 20,
+            max_sealed: 4,
+        }
+    }
+}
+
+/// The maintenance task of one replica; stops when Raft shuts down or when dropped.
+pub struct Maintainer {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Maintainer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Maintainer {
+    /// Starts the task on the current tokio runtime.
+    pub fn spawn(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) -> Maintainer {
+        Maintainer {
+            task: tokio::spawn(run(raft, sm, opts)),
+        }
+    }
+}
+
+async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) {
+    let mut metrics = raft.metrics();
+    let mut floor_term = 0;
+    let mut snapshot_at = sm.flushed();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(opts.interval) => {}
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+        let m = metrics.borrow_and_update().clone();
+        if m.state == ServerState::Shutdown {
+            return;
+        }
+        let leader = m.state == ServerState::Leader;
+        sm.db().set_object_gc(leader);
+        let flushed = sm.flushed();
+        if flushed > snapshot_at {
+            snapshot_at = flushed;
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+        if !leader {
+            continue;
+        }
+        if m.current_term != floor_term {
+            // Table numbers of this term start at `term << 32`: no two leaders (one per term)
+            // ever upload the same object name.
+            sm.db().raise_file_numbers(m.current_term << 32);
+            floor_term = m.current_term;
+        }
+        if let Err(e) = pass(&raft, &sm, &opts).await {
+            tracing::warn!(error = %e, "leader maintenance pass failed; retrying");
+        }
+    }
+}
+
+/// One leader pass: seal, chunk, compact.
+async fn pass(
+    raft: &Raft<TypeConfig>,
+    sm: &StateMachine,
+    opts: &MaintainerOptions,
+) -> Result<(), String> {
+    let status = sm.db().replica_status();
+    if status.active_bytes >= opts.seal_bytes && status.sealed.len() < opts.max_sealed {
+        propose(raft, Command::Seal).await?;
+    }
+    if let Some(&sealed_at) = sm.db().replica_status().sealed.first() {
+        let db = sm.clone();
+        let edit = tokio::task::spawn_blocking(move || db.db().build_chunk(sealed_at))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let cmd = Command::ChunkAdded {
+            sealed_at,
+            edit: edit.encode(),
+        };
+        if propose(raft, cmd).await? != (Reply::Tables { applied: true }) {
+            sm.db().discard(&edit);
+        }
+    }
+    let db = sm.clone();
+    let compacted = tokio::task::spawn_blocking(move || db.db().compact_step())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if let Some(edit) = compacted {
+        let cmd = Command::Compacted {
+            edit: edit.encode(),
+        };
+        if propose(raft, cmd).await? != (Reply::Tables { applied: true }) {
+            sm.db().discard(&edit);
+        }
+    }
+    Ok(())
+}
+
+async fn propose(raft: &Raft<TypeConfig>, cmd: Command) -> Result<Reply, String> {
+    raft.client_write(cmd)
+        .await
+        .map(|r| r.data)
+        .map_err(|e| e.to_string())
+}

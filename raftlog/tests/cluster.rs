@@ -1,0 +1,289 @@
+//! In-process clusters of 3 and 5 nodes over a network that drops, delays and partitions:
+//! replication into the engine, leader crashes, restarts from disk, a learner joining through a
+//! manifest snapshot after the log was purged, and an isolated old leader that cannot commit.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::cluster::{put, Cluster, Faults};
+use openraft::BasicNode;
+use raftlog::store::{Command, Op, OpResult, Reply};
+
+const T: Duration = Duration::from_secs(30);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+/// ~120 bytes that compress poorly, so table sizes are honest.
+fn value(i: u64, round: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut s = format!("value-{i}-{round}-");
+    for _ in 0..6 {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+        s.push_str(&format!("{x:016x}"));
+    }
+    s.into_bytes()
+}
+
+/// Writes keys `range` (value round `round`) through the leader; returns the last index.
+async fn write_keys(c: &Cluster, range: std::ops::Range<u64>, round: u64) -> u64 {
+    let mut last = 0;
+    for i in range {
+        let (index, reply) = c.write(put(key(i), value(i, round)), T).await;
+        assert_eq!(reply, Reply::Write(vec![OpResult::Done { version: index }]));
+        last = index;
+    }
+    last
+}
+
+/// Checks on node `id` that keys `range` hold round `round`'s values.
+fn check_keys(c: &Cluster, id: u64, range: std::ops::Range<u64>, round: u64) {
+    for i in range {
+        let got = c.node(id).sm.get(&key(i)).expect("read");
+        assert_eq!(
+            got.map(|v| v.value.to_vec()),
+            Some(value(i, round)),
+            "node {id}, key {i}"
+        );
+    }
+}
+
+async fn wait_all_applied(c: &Cluster, index: u64) {
+    for id in c.running() {
+        c.wait_applied(id, index, T).await;
+    }
+}
+
+#[test]
+fn three_nodes_replicate_seal_chunk_and_survive_a_leader_crash() {
+    rt().block_on(async {
+        let mut c = Cluster::new(3).await;
+        let last = write_keys(&c, 0..400, 1).await;
+        wait_all_applied(&c, last).await;
+        for id in c.running() {
+            check_keys(&c, id, 0..400, 1);
+        }
+        // 400 writes of ~130 bytes through 16 KiB memtables: sealed, built and added as chunks.
+        let leader = c.leader(T).await;
+        let st = c.node(leader).sm.db().replica_status();
+        assert!(st.flushed_seq > 0, "no chunk was added: {st:?}");
+        let contents = c.contents(leader);
+        for id in c.running() {
+            assert_eq!(c.contents(id), contents, "replica {id} differs");
+        }
+
+        // The leader crashes; the others elect a new one and go on.
+        c.stop(leader).await;
+        let new_leader = c.leader(T).await;
+        assert_ne!(new_leader, leader);
+        let last = write_keys(&c, 200..600, 2).await;
+        wait_all_applied(&c, last).await;
+        for id in c.running() {
+            check_keys(&c, id, 0..200, 1);
+            check_keys(&c, id, 200..600, 2);
+        }
+
+        // The old leader comes back from its directory and catches up.
+        c.start(leader).await;
+        c.wait_applied(leader, last, T).await;
+        check_keys(&c, leader, 0..200, 1);
+        check_keys(&c, leader, 200..600, 2);
+        let contents = c.contents(new_leader);
+        for id in c.running() {
+            assert_eq!(
+                c.contents(id),
+                contents,
+                "replica {id} differs after catch-up"
+            );
+        }
+    });
+}
+
+#[test]
+fn every_node_restarts_from_disk() {
+    rt().block_on(async {
+        let mut c = Cluster::new(3).await;
+        let last = write_keys(&c, 0..300, 1).await;
+        wait_all_applied(&c, last).await;
+        for id in c.ids.clone() {
+            c.stop(id).await;
+        }
+        for id in c.ids.clone() {
+            c.start(id).await;
+        }
+        c.leader(T).await;
+        // The restarted replicas resumed at their flushed points and re-applied the rest.
+        wait_all_applied(&c, last).await;
+        for id in c.running() {
+            check_keys(&c, id, 0..300, 1);
+        }
+        let last = write_keys(&c, 300..350, 1).await;
+        wait_all_applied(&c, last).await;
+        for id in c.running() {
+            check_keys(&c, id, 0..350, 1);
+        }
+    });
+}
+
+#[test]
+fn five_nodes_over_a_lossy_slow_network_converge() {
+    rt().block_on(async {
+        let c = Cluster::new(5).await;
+        c.router.set_faults(Faults {
+            drop_rate: 0.05,
+            max_delay: Duration::from_millis(15),
+            ..Faults::default()
+        });
+        let mut tasks = Vec::new();
+        let c = std::sync::Arc::new(c);
+        for w in 0..4u64 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                write_keys(&c, w * 100..w * 100 + 100, 1).await
+            }));
+        }
+        let mut last = 0;
+        for t in tasks {
+            last = last.max(t.await.expect("writer"));
+        }
+        c.router.set_faults(Faults::default());
+        wait_all_applied(&c, last).await;
+        let leader = c.leader(T).await;
+        let contents = c.contents(leader);
+        assert_eq!(contents.len(), 400);
+        for id in c.running() {
+            check_keys(&c, id, 0..400, 1);
+            assert_eq!(c.contents(id), contents, "replica {id} differs");
+        }
+    });
+}
+
+#[test]
+fn a_learner_joins_through_a_manifest_snapshot_after_the_log_is_purged() {
+    rt().block_on(async {
+        let mut c = Cluster::new(3).await;
+        // Ten memtables' worth of writes (16 KiB each): chunks, snapshots, purges.
+        let mut last = 0;
+        for round in 0..4 {
+            last = write_keys(&c, 0..400, round).await;
+        }
+        wait_all_applied(&c, last).await;
+        let leader = c.leader(T).await;
+        let data_bytes: u64 = 4 * 400 * value(0, 0).len() as u64;
+        let deadline = std::time::Instant::now() + T;
+        let purged = loop {
+            let m = c.node(leader).raft.metrics().borrow().clone();
+            if let Some(p) = m.purged.filter(|p| p.index > 0) {
+                break p.index;
+            }
+            assert!(std::time::Instant::now() < deadline, "leader never purged its log: {m:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let log_entries = c.node(leader).log.with_log(|l| l.stats()).expect("log stats");
+        let snapshot = {
+            let mut sm = c.node(leader).sm.clone();
+            use openraft::storage::RaftStateMachine;
+            sm.get_current_snapshot().await.expect("snapshot").expect("a snapshot exists")
+        };
+        let snapshot_bytes = snapshot.snapshot.get_ref().len() as u64;
+        eprintln!(
+            "after {data_bytes} bytes of writes ({}x the memtable): log purged to {purged} of {last}, \
+             snapshot {snapshot_bytes} bytes, log {log_entries:?}",
+            data_bytes / (16 << 10)
+        );
+        assert!(purged + 1000 > last, "log not purged near the end");
+        assert!(snapshot_bytes * 10 < data_bytes, "the snapshot must not carry the data");
+
+        // A new node joins as a learner: the entries it needs are gone, so it installs the
+        // manifest snapshot and reads tables from the shared store.
+        c.start(4).await;
+        c.ids.push(4);
+        c.node(leader)
+            .raft
+            .add_learner(4, BasicNode::new("node-4"), true)
+            .await
+            .expect("add learner");
+        c.wait_applied(4, last, T).await;
+        let m = c.node(4).raft.metrics().borrow().clone();
+        assert!(m.snapshot.is_some(), "the learner did not install a snapshot: {m:?}");
+        check_keys(&c, 4, 0..400, 3);
+        assert_eq!(c.contents(4), c.contents(leader));
+    });
+}
+
+#[test]
+fn an_isolated_old_leader_cannot_commit() {
+    rt().block_on(async {
+        let c = Cluster::new(3).await;
+        let last = write_keys(&c, 0..50, 1).await;
+        wait_all_applied(&c, last).await;
+        let old = c.leader(T).await;
+        c.router.isolate(old, &c.ids);
+        // A write to the cut-off leader cannot reach a majority.
+        let stuck = tokio::time::timeout(
+            Duration::from_secs(3),
+            c.node(old)
+                .raft
+                .client_write(put(b"lost".to_vec(), b"never".to_vec())),
+        )
+        .await;
+        assert!(
+            !matches!(stuck, Ok(Ok(_))),
+            "an isolated leader committed: {stuck:?}"
+        );
+        // The majority elects a new leader and commits.
+        let deadline = std::time::Instant::now() + T;
+        let new = loop {
+            let l = c.leader(T).await;
+            if l != old {
+                break l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "majority elected no new leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (index, _) = c
+            .write(
+                Command::Write {
+                    ops: vec![Op::CompareAndSet {
+                        key: key(1),
+                        expected_version: 0,
+                        new: Some(b"x".to_vec()),
+                        ttl_ms: None,
+                    }],
+                    now_ms: common::cluster::now_ms(),
+                },
+                T,
+            )
+            .await
+            .clone();
+        assert!(index > last);
+        let _ = new;
+        c.router.heal();
+        wait_all_applied(&c, index).await;
+        for id in c.running() {
+            assert_eq!(c.node(id).sm.get(b"lost").expect("read"), None, "node {id}");
+        }
+        // The old leader's entry was replaced on every node.
+        let all: BTreeMap<u64, usize> = c
+            .running()
+            .into_iter()
+            .map(|id| (id, c.contents(id).len()))
+            .collect();
+        assert!(all.values().all(|&n| n == 50), "{all:?}");
+    });
+}

@@ -1,0 +1,386 @@
+//! In-process Raft clusters over a test network that can drop, delay and partition messages.
+//!
+//! Every node has its own directory (log + engine) under one temporary root and shares one
+//! object store, as the replicas of a group share a bucket. Stopping a node shuts its Raft down
+//! and drops everything it held; starting it again reopens its directory, as a restarted process
+//! would.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lsm::object::ObjectStore;
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use rand::Rng;
+
+use raftlog::store::{Command, LogStore, Op, Reply, TypeConfig};
+use raftlog::{Maintainer, MaintainerOptions, StateMachine};
+
+/// What the network does to messages.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Directed links that deliver nothing.
+    pub cut: HashSet<(u64, u64)>,
+    /// Chance, per message and per reply, that it is lost (0.0 to 1.0).
+    pub drop_rate: f64,
+    /// Each message waits up to this long before delivery.
+    pub max_delay: Duration,
+}
+
+/// Routes RPCs between the nodes of one process.
+#[derive(Default)]
+pub struct Router {
+    nodes: Mutex<HashMap<u64, Raft<TypeConfig>>>,
+    faults: Mutex<Faults>,
+}
+
+impl Router {
+    pub fn set_faults(&self, f: Faults) {
+        *self.faults.lock().unwrap() = f;
+    }
+
+    /// Cuts every link to and from `id`.
+    pub fn isolate(&self, id: u64, all: &[u64]) {
+        let mut f = self.faults.lock().unwrap();
+        for &o in all.iter().filter(|&&o| o != id) {
+            f.cut.insert((id, o));
+            f.cut.insert((o, id));
+        }
+    }
+
+    pub fn heal(&self) {
+        self.faults.lock().unwrap().cut.clear();
+    }
+
+    fn lost(&self, from: u64, to: u64) -> bool {
+        let f = self.faults.lock().unwrap();
+        f.cut.contains(&(from, to))
+            || (f.drop_rate > 0.0 && rand::thread_rng().gen_bool(f.drop_rate))
+    }
+
+    fn delay(&self) -> Duration {
+        let max = self.faults.lock().unwrap().max_delay;
+        if max.is_zero() {
+            return max;
+        }
+        rand::thread_rng().gen_range(Duration::ZERO..max)
+    }
+
+    /// Delivers one RPC from `from` to `to` through the faults; a lost request or reply is
+    /// `Unreachable` to the sender (a lost reply after the receiver acted on it, as on a real
+    /// network).
+    async fn deliver<T, E, F, Fut>(
+        &self,
+        from: u64,
+        to: u64,
+        call: F,
+    ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        E: std::error::Error,
+        F: FnOnce(Raft<TypeConfig>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RaftError<u64, E>>>,
+    {
+        let unreachable =
+            |what: &str| RPCError::Unreachable(Unreachable::new(&AnyError::error(what)));
+        let d = self.delay();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        if self.lost(from, to) {
+            return Err(unreachable("message lost"));
+        }
+        let target = self.nodes.lock().unwrap().get(&to).cloned();
+        let Some(raft) = target else {
+            return Err(unreachable("node down"));
+        };
+        let r = call(raft)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))?;
+        if self.lost(to, from) {
+            return Err(unreachable("reply lost"));
+        }
+        Ok(r)
+    }
+}
+
+#[derive(Clone)]
+pub struct NetFactory {
+    from: u64,
+    router: Arc<Router>,
+}
+
+pub struct Conn {
+    from: u64,
+    to: u64,
+    router: Arc<Router>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetFactory {
+    type Network = Conn;
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Conn {
+        Conn {
+            from: self.from,
+            to: target,
+            router: self.router.clone(),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Conn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.router
+            .deliver(self.from, self.to, |r| async move {
+                r.append_entries(rpc).await
+            })
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.router
+            .deliver(self.from, self.to, |r| async move {
+                r.install_snapshot(rpc).await
+            })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _o: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.router
+            .deliver(self.from, self.to, |r| async move { r.vote(rpc).await })
+            .await
+    }
+}
+
+pub struct Node {
+    pub raft: Raft<TypeConfig>,
+    pub sm: StateMachine,
+    pub log: LogStore,
+    _maintainer: Maintainer,
+}
+
+pub struct Cluster {
+    pub router: Arc<Router>,
+    pub root: tempfile::TempDir,
+    pub objects: Arc<dyn ObjectStore>,
+    pub config: Arc<Config>,
+    pub nodes: BTreeMap<u64, Node>,
+    pub ids: Vec<u64>,
+}
+
+/// Raft timings for tests on a busy 2-core machine, snapshots driven by the maintainer, and the
+/// log purged right up to each snapshot (so lagging nodes and learners go through snapshots).
+pub fn test_config() -> Arc<Config> {
+    let c = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        ..Config::default()
+    };
+    Arc::new(c.validate().expect("valid raft config"))
+}
+
+impl Cluster {
+    /// Starts nodes `1..=n` and makes them one group with every node a voter.
+    pub async fn new(n: u64) -> Cluster {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let objects = super::object_store(&root.path().join("objects"));
+        let mut c = Cluster {
+            router: Arc::new(Router::default()),
+            root,
+            objects,
+            config: test_config(),
+            nodes: BTreeMap::new(),
+            ids: (1..=n).collect(),
+        };
+        for id in 1..=n {
+            c.start(id).await;
+        }
+        let members: BTreeMap<u64, BasicNode> = (1..=n)
+            .map(|id| (id, BasicNode::new(format!("node-{id}"))))
+            .collect();
+        c.node(1)
+            .raft
+            .initialize(members)
+            .await
+            .expect("initialize");
+        c.leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    pub fn dir(&self, id: u64) -> PathBuf {
+        self.root.path().join(format!("node-{id}"))
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.get(&id).expect("node is running")
+    }
+
+    /// Opens node `id` from its directory (creating it on first start) and connects it.
+    pub async fn start(&mut self, id: u64) {
+        let dir = self.dir(id);
+        let log = retry_locked(|| LogStore::open(dir.join("log")).map(|(l, _)| l)).await;
+        let sm = retry_locked(|| {
+            StateMachine::open(dir.join("sm"), super::engine_options(self.objects.clone()))
+        })
+        .await;
+        let net = NetFactory {
+            from: id,
+            router: self.router.clone(),
+        };
+        let raft = Raft::new(id, self.config.clone(), net, log.clone(), sm.clone())
+            .await
+            .expect("start raft");
+        let maintainer = Maintainer::spawn(
+            raft.clone(),
+            sm.clone(),
+            MaintainerOptions {
+                interval: Duration::from_millis(20),
+                seal_bytes: 16 << 10,
+                max_sealed: 4,
+            },
+        );
+        self.router.nodes.lock().unwrap().insert(id, raft.clone());
+        self.nodes.insert(
+            id,
+            Node {
+                raft,
+                sm,
+                log,
+                _maintainer: maintainer,
+            },
+        );
+    }
+
+    /// Stops node `id` as a crash would: its Raft stops, its in-memory state is dropped.
+    pub async fn stop(&mut self, id: u64) {
+        self.router.nodes.lock().unwrap().remove(&id);
+        if let Some(n) = self.nodes.remove(&id) {
+            let _ = n.raft.shutdown().await;
+        }
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The leader the running nodes agree on, waiting up to `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = BTreeSet::new();
+            for n in self.nodes.values() {
+                let m = n.raft.metrics().borrow().clone();
+                if m.state == ServerState::Leader {
+                    leaders.insert((m.current_term, m.id));
+                }
+            }
+            if let Some(&(_, id)) = leaders.iter().next_back() {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes `cmd` through whichever node leads, retrying until `timeout`.
+    pub async fn write(&self, cmd: Command, timeout: Duration) -> (u64, Reply) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let id = self
+                .leader(deadline.saturating_duration_since(Instant::now()))
+                .await;
+            let r = tokio::time::timeout(
+                Duration::from_secs(3),
+                self.node(id).raft.client_write(cmd.clone()),
+            )
+            .await;
+            if let Ok(Ok(resp)) = r {
+                return (resp.log_id.index, resp.data);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "write not committed within {timeout:?}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.node(id).sm.last_applied().map_or(0, |l| l.index) < index {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not apply {index} within {timeout:?} (applied {:?})",
+                self.node(id).sm.last_applied()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every live pair of node `id`'s engine.
+    pub fn contents(&self, id: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.node(id)
+            .sm
+            .db()
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .expect("scan")
+    }
+}
+
+/// A restarted node may find its files still locked for a moment while the stopped instance's
+/// tasks let go of them.
+async fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("open failed: {e:?}"),
+        }
+    }
+}
+
+pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Command {
+    Command::Write {
+        ops: vec![Op::Put {
+            key: key.into(),
+            value: value.into(),
+        }],
+        now_ms: now_ms(),
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
