@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod inproc;
 pub mod log;
 pub mod maintain;
 pub mod sm;

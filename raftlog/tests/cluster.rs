@@ -7,8 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::cluster::{put, Cluster, Faults};
+use common::cluster::{put, Cluster};
 use openraft::BasicNode;
+use raftlog::inproc::Faults;
 use raftlog::store::{Command, Op, OpResult, Reply};
 
 const T: Duration = Duration::from_secs(30);

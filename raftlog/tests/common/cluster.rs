@@ -5,172 +5,17 @@
 //! and drops everything it held; starting it again reopens its directory, as a restarted process
 //! would.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lsm::object::ObjectStore;
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{AnyError, BasicNode, Config, Raft, ServerState, SnapshotPolicy};
-use rand::Rng;
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use raftlog::inproc::Router;
 
 use raftlog::store::{Command, LogStore, Op, Reply, TypeConfig};
 use raftlog::{Maintainer, MaintainerOptions, StateMachine};
-
-/// What the network does to messages.
-#[derive(Debug, Default, Clone)]
-pub struct Faults {
-    /// Directed links that deliver nothing.
-    pub cut: HashSet<(u64, u64)>,
-    /// Chance, per message and per reply, that it is lost (0.0 to 1.0).
-    pub drop_rate: f64,
-    /// Each message waits up to this long before delivery.
-    pub max_delay: Duration,
-}
-
-/// Routes RPCs between the nodes of one process.
-#[derive(Default)]
-pub struct Router {
-    nodes: Mutex<HashMap<u64, Raft<TypeConfig>>>,
-    faults: Mutex<Faults>,
-}
-
-impl Router {
-    pub fn set_faults(&self, f: Faults) {
-        *self.faults.lock().unwrap() = f;
-    }
-
-    /// Cuts every link to and from `id`.
-    pub fn isolate(&self, id: u64, all: &[u64]) {
-        let mut f = self.faults.lock().unwrap();
-        for &o in all.iter().filter(|&&o| o != id) {
-            f.cut.insert((id, o));
-            f.cut.insert((o, id));
-        }
-    }
-
-    pub fn heal(&self) {
-        self.faults.lock().unwrap().cut.clear();
-    }
-
-    fn lost(&self, from: u64, to: u64) -> bool {
-        let f = self.faults.lock().unwrap();
-        f.cut.contains(&(from, to))
-            || (f.drop_rate > 0.0 && rand::thread_rng().gen_bool(f.drop_rate))
-    }
-
-    fn delay(&self) -> Duration {
-        let max = self.faults.lock().unwrap().max_delay;
-        if max.is_zero() {
-            return max;
-        }
-        rand::thread_rng().gen_range(Duration::ZERO..max)
-    }
-
-    /// Delivers one RPC from `from` to `to` through the faults; a lost request or reply is
-    /// `Unreachable` to the sender (a lost reply after the receiver acted on it, as on a real
-    /// network).
-    async fn deliver<T, E, F, Fut>(
-        &self,
-        from: u64,
-        to: u64,
-        call: F,
-    ) -> Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>
-    where
-        E: std::error::Error,
-        F: FnOnce(Raft<TypeConfig>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RaftError<u64, E>>>,
-    {
-        let unreachable =
-            |what: &str| RPCError::Unreachable(Unreachable::new(&AnyError::error(what)));
-        let d = self.delay();
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
-        if self.lost(from, to) {
-            return Err(unreachable("message lost"));
-        }
-        let target = self.nodes.lock().unwrap().get(&to).cloned();
-        let Some(raft) = target else {
-            return Err(unreachable("node down"));
-        };
-        let r = call(raft)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(to, e)))?;
-        if self.lost(to, from) {
-            return Err(unreachable("reply lost"));
-        }
-        Ok(r)
-    }
-}
-
-#[derive(Clone)]
-pub struct NetFactory {
-    from: u64,
-    router: Arc<Router>,
-}
-
-pub struct Conn {
-    from: u64,
-    to: u64,
-    router: Arc<Router>,
-}
-
-impl RaftNetworkFactory<TypeConfig> for NetFactory {
-    type Network = Conn;
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Conn {
-        Conn {
-            from: self.from,
-            to: target,
-            router: self.router.clone(),
-        }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for Conn {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _o: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.router
-            .deliver(self.from, self.to, |r| async move {
-                r.append_entries(rpc).await
-            })
-            .await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _o: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        self.router
-            .deliver(self.from, self.to, |r| async move {
-                r.install_snapshot(rpc).await
-            })
-            .await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        _o: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.router
-            .deliver(self.from, self.to, |r| async move { r.vote(rpc).await })
-            .await
-    }
-}
 
 pub struct Node {
     pub raft: Raft<TypeConfig>,
@@ -246,10 +91,7 @@ impl Cluster {
             StateMachine::open(dir.join("sm"), super::engine_options(self.objects.clone()))
         })
         .await;
-        let net = NetFactory {
-            from: id,
-            router: self.router.clone(),
-        };
+        let net = self.router.factory(id);
         let raft = Raft::new(id, self.config.clone(), net, log.clone(), sm.clone())
             .await
             .expect("start raft");
@@ -262,7 +104,7 @@ impl Cluster {
                 max_sealed: 4,
             },
         );
-        self.router.nodes.lock().unwrap().insert(id, raft.clone());
+        self.router.add(id, raft.clone());
         self.nodes.insert(
             id,
             Node {
@@ -276,7 +118,7 @@ impl Cluster {
 
     /// Stops node `id` as a crash would: its Raft stops, its in-memory state is dropped.
     pub async fn stop(&mut self, id: u64) {
-        self.router.nodes.lock().unwrap().remove(&id);
+        self.router.remove(id);
         if let Some(n) = self.nodes.remove(&id) {
             let _ = n.raft.shutdown().await;
         }
