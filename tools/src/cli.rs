@@ -17,7 +17,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// One subcommand per layer of Strata; `raft` and `http` will join these.
+/// One subcommand per layer of Strata; `http` will join these.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// db_bench-style benchmark of the LSM engine, optionally against RocksDB and fjall.
@@ -25,6 +25,9 @@ pub enum Command {
     /// Point reads of each tier (memtable, memory and disk caches, object store) of a database
     /// whose levels from L1 down live in an object store.
     Tiered(crate::tiered::TieredArgs),
+    /// Write throughput and commit latency of an in-process 3-node Raft group over real files
+    /// (fsync included), against a raw fsync baseline measured in the same run.
+    Raft(crate::raft::RaftArgs),
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

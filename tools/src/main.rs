@@ -4,6 +4,7 @@ mod cli;
 mod engines;
 mod measure;
 mod phases;
+mod raft;
 mod report;
 mod rundir;
 mod runner;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         cli::Command::Lsm(args) => runner::run(args),
         cli::Command::Tiered(args) => tiered::run(args),
+        cli::Command::Raft(args) => raft::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,8 @@ pub enum Stream {
     SeekKeys = 6,
     /// Keys `strata-bench tiered` writes into the memtable and reads back.
     HotKeys = 7,
+    /// Keys the clients of `strata-bench raft` write; one lane per client of each phase.
+    RaftKeys = 8,
 }
 
 pub struct Workload {
