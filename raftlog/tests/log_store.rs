@@ -225,6 +225,14 @@ async fn vote_and_committed_survive_reopen() {
     let (mut s, _) = open(d.path());
     assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(5, 3)));
     assert_eq!(s.read_committed().await.unwrap(), None);
+    // Within the save interval only the first value reaches the disk: a restart may find an
+    // older committed id, never a newer one.
+    s.save_committed(Some(id(6, 20))).await.unwrap();
+    s.save_committed(Some(id(6, 30))).await.unwrap();
+    assert_eq!(s.read_committed().await.unwrap(), Some(id(6, 30)));
+    drop(s);
+    let (mut s, _) = open(d.path());
+    assert_eq!(s.read_committed().await.unwrap(), Some(id(6, 20)));
 }
 
 #[tokio::test]
