@@ -31,7 +31,8 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use log::{
-    Log, LogOptions, LogStats, MetaKind, RecoveryDamage, RecoveryInfo, MAX_ENTRY_LEN, MAX_META_LEN,
+    Log, LogOptions, LogStats, MetaKind, RecoveryDamage, RecoveryInfo, SyncHandle, MAX_ENTRY_LEN,
+    MAX_META_LEN,
 };
 pub use maintain::{Maintainer, MaintainerOptions};
 pub use sm::{StateMachine, Versioned};

@@ -242,9 +242,28 @@ impl Log {
     /// [`next_index`](Self::next_index)). The whole batch goes to one segment with one write and
     /// one `fdatasync`; when this returns `Ok`, every entry of it survives a crash.
     pub fn append(&mut self, entries: &[(u64, &[u8])]) -> Result<()> {
+        self.append_inner(entries, true).map(|_| ())
+    }
+
+    /// Like [`append`](Self::append) without the `fdatasync`: the entries are written (readable
+    /// at once) and become durable when the returned handle is [synced](SyncHandle::sync) —
+    /// which may happen outside this log's lock, so that one sync covers appends that arrived
+    /// meanwhile (group commit). A segment is synced before the next one is started, so a crash
+    /// can lose only a suffix of the log, never a middle.
+    pub fn append_deferred(&mut self, entries: &[(u64, &[u8])]) -> Result<Option<SyncHandle>> {
+        self.append_inner(entries, false)
+    }
+
+    /// Marks the log failed after a deferred sync failed: the kernel may have dropped the data,
+    /// so no further write is accepted.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    fn append_inner(&mut self, entries: &[(u64, &[u8])], sync: bool) -> Result<Option<SyncHandle>> {
         self.check_writable()?;
         let Some(&(first, _)) = entries.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let mut expected = self.next_index().unwrap_or(first);
         let mut bytes = 0u64;
@@ -274,9 +293,14 @@ impl Log {
         self.guard(|log| {
             let mut buf = std::mem::take(&mut log.buf);
             let r = if rollover {
+                // Deferred appends may have left the old tail unsynced: sync it before a later
+                // segment exists, or a crash could keep the new one and lose the old one's end.
+                if let Some(tail) = log.segments.last() {
+                    tail.sync()?;
+                }
                 let mut seg = Segment::create(&log.dir, first)?;
                 log.stats.segments_created += 1;
-                let r = seg.append(entries, &mut buf);
+                let r = seg.append(entries, &mut buf, sync).map(|_| seg.handle());
                 // An empty segment is not kept in memory; recovery deletes its file.
                 if r.is_ok() {
                     log.segments.push(seg);
@@ -284,7 +308,7 @@ impl Log {
                 r
             } else {
                 let tail = log.segments.last_mut().expect("not a rollover");
-                tail.append(entries, &mut buf)
+                tail.append(entries, &mut buf, sync).map(|_| tail.handle())
             };
             if r.is_ok() {
                 log.stats.appends += 1;
@@ -292,7 +316,7 @@ impl Log {
                 log.stats.bytes_appended += buf.len() as u64;
             }
             log.buf = buf;
-            r
+            r.map(|file| Some(SyncHandle { file }))
         })
     }
 
@@ -462,6 +486,24 @@ impl Log {
             MetaKind::Vote => self.vote.clone(),
             MetaKind::Committed => self.committed.clone(),
         }
+    }
+}
+
+/// Makes a deferred append durable; see [`Log::append_deferred`].
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    file: std::sync::Arc<std::fs::File>,
+}
+
+impl SyncHandle {
+    /// `fdatasync` of the segment the append went to (covering every write to it so far).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// True when both handles sync the same segment (one sync serves both).
+    pub fn same_file(&self, other: &SyncHandle) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file)
     }
 }
 

@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -65,7 +66,8 @@ pub(crate) struct Damage {
 #[derive(Debug)]
 pub(crate) struct Segment {
     path: PathBuf,
-    file: File,
+    /// Shared with [`SyncHandle`]s of deferred appends, which sync it outside the log's lock.
+    file: Arc<File>,
     base: u64,
     /// File offset of each record: entry `base + i` starts at `offsets[i]`.
     offsets: Vec<u64>,
@@ -83,7 +85,7 @@ impl Segment {
         framing::frame(&mut header, &[&base.to_le_bytes()]);
         debug_assert_eq!(header.len() as u64, HEADER_LEN);
         fsutil::write_atomic(&path, &header)?;
-        let file = open_rw(&path)?;
+        let file = Arc::new(open_rw(&path)?);
         Ok(Segment {
             path,
             file,
@@ -140,7 +142,7 @@ impl Segment {
         drop(r);
         let seg = Segment {
             path,
-            file,
+            file: Arc::new(file),
             base,
             offsets,
             end,
@@ -170,9 +172,14 @@ impl Segment {
         self.end
     }
 
-    /// Appends the entries, which must continue this segment, with one write and one
-    /// `fdatasync`; the index covers them only once they are durable. `buf` is scratch space.
-    pub(crate) fn append(&mut self, entries: &[(u64, &[u8])], buf: &mut Vec<u8>) -> Result<()> {
+    /// Appends the entries, which must continue this segment, with one write and (when `sync`)
+    /// one `fdatasync`; the index covers them once written. `buf` is scratch space.
+    pub(crate) fn append(
+        &mut self,
+        entries: &[(u64, &[u8])],
+        buf: &mut Vec<u8>,
+        sync: bool,
+    ) -> Result<()> {
         debug_assert!(entries
             .iter()
             .zip(self.next_index()..)
@@ -183,10 +190,13 @@ impl Segment {
             self.offsets.push(self.end + buf.len() as u64);
             framing::frame(buf, &[&index.to_le_bytes(), data]);
         }
-        let written = self
-            .file
-            .write_all_at(buf, self.end)
-            .and_then(|_| self.file.sync_data());
+        let written = self.file.write_all_at(buf, self.end).and_then(|_| {
+            if sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             self.offsets.truncate(first);
             return Err(Error::io(
@@ -196,6 +206,18 @@ impl Segment {
         }
         self.end += buf.len() as u64;
         Ok(())
+    }
+
+    /// Makes every append so far durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+    }
+
+    /// The file, for syncing a deferred append outside the log's lock.
+    pub(crate) fn handle(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// Durably cuts the file before entry `from` (`base <= from <= next_index`): removed entries
@@ -308,7 +330,7 @@ mod tests {
 
     fn append(seg: &mut Segment, es: &[(u64, Vec<u8>)]) {
         let refs: Vec<(u64, &[u8])> = es.iter().map(|(i, d)| (*i, &d[..])).collect();
-        seg.append(&refs, &mut Vec::new()).unwrap();
+        seg.append(&refs, &mut Vec::new(), true).unwrap();
     }
 
     fn read_all(seg: &Segment) -> Vec<(u64, Vec<u8>)> {

@@ -10,20 +10,19 @@
 //!
 //! # Blocking
 //!
-//! The store calls [`Log`] inline, under a `std::sync::Mutex`, from the async trait methods: a
-//! write blocks the calling task for one `fdatasync`. openraft 0.9 requires log and vote writes to
-//! be serialized and issues them from its single core task, so handing the work to
-//! `spawn_blocking` would not let any other log I/O proceed meanwhile; it would only add a thread
-//! hop per call. The lock is never held across an `.await`, so a std mutex is sound, and reads
-//! (replication tasks using the [`LogReader`]) wait at most for one in-flight write. Acknowledging
-//! appends from a dedicated flusher thread, so the core can go on while the disk syncs, is a
-//! possible later optimisation; it would not change the guarantees below.
+//! The store calls [`Log`] inline, under a `std::sync::Mutex`, from the async trait methods.
+//! Appends only write there (the `fdatasync` happens on the flusher thread, outside the lock);
+//! truncate, purge and the vote sync inline, as they must be durable when they return. The lock
+//! is never held across an `.await`, so a std mutex is sound, and reads (replication tasks using
+//! the [`LogReader`]) wait at most for one write.
 //!
 //! # Guarantees
 //!
-//! - [`append`](RaftLogStorage::append) writes the whole batch with one [`Log::append`] (one
-//!   `fdatasync`) and calls `log_io_completed(Ok(()))` only after it returned `Ok`; on failure it
-//!   returns the error and never acknowledges.
+//! - [`append`](RaftLogStorage::append) writes the whole batch with one
+//!   [`Log::append_deferred`] and hands it to the group commit (`flusher`), which calls
+//!   `log_io_completed(Ok(()))` only after an `fdatasync` that began after the write; one sync
+//!   covers every append written before it. A failed write returns the error and is never
+//!   acknowledged; a failed sync is acknowledged with the error and poisons the log.
 //! - [`save_vote`](RaftLogStorage::save_vote) is durable when it returns.
 //! - [`save_committed`](RaftLogStorage::save_committed) is advisory (openraft uses it to
 //!   re-apply committed entries at startup without waiting for a leader; losing it is safe). It
@@ -53,6 +52,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::flusher::Flusher;
 use super::types::TypeConfig;
 use crate::log::{Log, LogOptions, MetaKind, RecoveryInfo};
 
@@ -68,6 +68,7 @@ type StoreResult<T> = Result<T, StorageError<NodeId>>;
 pub struct LogStore {
     log: Arc<Mutex<Log>>,
     committed: Arc<Mutex<Committed>>,
+    flusher: Arc<Flusher>,
 }
 
 /// How often, at most, the committed log id is written to disk.
@@ -100,15 +101,26 @@ impl LogStore {
         opts: LogOptions,
     ) -> crate::Result<(LogStore, RecoveryInfo)> {
         let (log, info) = Log::open_with(dir, opts)?;
-        Ok((LogStore::new(log), info))
+        Ok((LogStore::new(log)?, info))
     }
 
-    /// Wraps an open [`Log`].
-    pub fn new(log: Log) -> LogStore {
-        LogStore {
-            log: Arc::new(Mutex::new(log)),
+    /// Wraps an open [`Log`] (and starts its syncing thread).
+    pub fn new(log: Log) -> crate::Result<LogStore> {
+        let log = Arc::new(Mutex::new(log));
+        let flusher = Flusher::start(Arc::downgrade(&log)).map_err(|e| crate::Error::Io {
+            context: "starting the raft log's sync thread".into(),
+            source: e,
+        })?;
+        Ok(LogStore {
+            log,
             committed: Arc::new(Mutex::new(Committed::default())),
-        }
+            flusher: Arc::new(flusher),
+        })
+    }
+
+    /// `fdatasync` calls the group commit made so far (each covers every append before it).
+    pub fn syncs(&self) -> u64 {
+        self.flusher.syncs()
     }
 
     /// Runs `f` on the underlying log (for stats and tests); the store's lock is held meanwhile.
@@ -346,14 +358,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .filter(|(i, _)| purged.is_none_or(|p| *i > p))
             .map(|(i, b)| (*i, b.as_slice()))
             .collect();
-        if !batch.is_empty() {
-            log.append(&batch)
-                .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?;
-        }
+        let handle = log
+            .append_deferred(&batch)
+            .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?;
         drop(log);
-        // `Log::append` returned only after its fdatasync: the batch is durable, so this is the
-        // first moment the acknowledgement is true.
-        callback.log_io_completed(Ok(()));
+        match handle {
+            // Acknowledged by the flusher once a sync covers it (see `flusher`).
+            Some(h) => self.flusher.submit(h, callback),
+            None => callback.log_io_completed(Ok(())),
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! [`LogStore`] that implements openraft's `RaftLogStorage` over the segmented [`Log`](crate::Log).
 
 pub mod command;
+mod flusher;
 pub mod log_store;
 pub mod types;
 
