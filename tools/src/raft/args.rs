@@ -36,7 +36,7 @@ pub struct RaftArgs {
 
     /// Memtable size of every replica, in MiB: the leader seals at this size, builds the
     /// memtable into a table in the object store, and the log is then purged behind it.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 2)]
     pub memtable_mb: usize,
 
     /// Appends + fdatasyncs of the raw fsync baseline, one at a time.

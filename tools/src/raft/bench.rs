@@ -45,6 +45,7 @@ impl Bench<'_> {
         // before and after belong to different nodes and are not reported.
         let leader = self.cluster.leader().await?;
         let before = self.cluster.log_stats(leader)?;
+        let syncs_before = self.cluster.log_syncs(leader)?;
         let label = format!("{clients} client{}", if clients == 1 { "" } else { "s" });
         let bar = Arc::new(Progress::bar(&label, self.args.writes, self.progress));
         let start = Instant::now();
@@ -64,6 +65,7 @@ impl Bench<'_> {
             let after = self.cluster.log_stats(leader)?;
             Some(LeaderLog {
                 appends: after.appends - before.appends,
+                syncs: self.cluster.log_syncs(leader)? - syncs_before,
                 entries: after.entries_appended - before.entries_appended,
                 bytes: after.bytes_appended - before.bytes_appended,
             })

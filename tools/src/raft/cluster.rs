@@ -1,5 +1,5 @@
 //! The group under test: three nodes in one process, each with its own Raft log and engine in
-//! real files (every log append fdatasyncs), talking through raftlog's in-process router, and
+//! real files (log appends are synced by each node's group commit), talking through raftlog's in-process router, and
 //! sharing one object store in a local directory as the replicas of a group share a bucket.
 //!
 //! Every node runs the [`Maintainer`], as a deployed node would: the leader seals full
@@ -165,6 +165,11 @@ impl Cluster {
             .log
             .with_log(|l| l.stats())
             .map_err(|e| anyhow!("reading the log stats of node {id}: {e}"))
+    }
+
+    /// `fdatasync`s node `id`'s log group commit made so far.
+    pub fn log_syncs(&self, id: u64) -> Result<u64> {
+        Ok(self.node(id)?.log.syncs())
     }
 
     /// What node `id` keeps of its log, its last snapshot, and the files of the run.

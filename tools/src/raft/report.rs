@@ -66,11 +66,11 @@ pub fn print_baseline(out: &mut dyn Write, b: &BaselineResult) -> io::Result<()>
 /// One line per phase as it finishes.
 pub fn print_phase(out: &mut dyn Write, p: &PhaseResult) -> io::Result<()> {
     let appends = p
-        .appends_per_commit
+        .syncs_per_commit
         .map_or("-".to_string(), |a| format!("{a:.3}"));
     writeln!(
         out,
-        "{:<12} {:>8} commits/s {}  {} leader appends/commit",
+        "{:<12} {:>8} commits/s {}  {} leader log syncs/commit",
         format!("raft x{}", p.clients),
         human_rate(p.commits_per_sec),
         latency_cells(&p.latency),
@@ -98,7 +98,7 @@ pub fn print_table(
         "max ms",
         "x fsync",
         "p50/fsync",
-        "appends/op"
+        "syncs/op"
     )?;
     let row = |out: &mut dyn Write, name: &str, ops: u64, rate: f64, l: &LatencySummary| {
         write!(
@@ -125,7 +125,7 @@ pub fn print_table(
         let name = format!("raft x{}", p.clients);
         row(out, &name, p.writes, p.commits_per_sec, &p.latency)?;
         let appends = p
-            .appends_per_commit
+            .syncs_per_commit
             .map_or("-".to_string(), |a| format!("{a:.3}"));
         writeln!(
             out,
@@ -136,7 +136,8 @@ pub fn print_table(
     writeln!(
         out,
         "(x fsync: commits/s over the raw fsync ops/s; p50/fsync: a commit's p50 in raw fsync \
-         p50s; appends/op: leader log appends, one fdatasync each, per committed write)"
+         p50s; syncs/op: leader log fdatasyncs per committed write, below 1 when the group commit \
+         covers several appends)"
     )?;
     if let Some(gain) = concurrency_gain {
         writeln!(

@@ -35,9 +35,10 @@ impl BaselineResult {
 /// Log counters of the leader over one phase.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LeaderLog {
-    /// Log appends, each one `write` + `fdatasync` (vote and committed-index saves, which
-    /// also sync, are not counted).
+    /// Log appends (one `write` each; openraft hands the store one per client write).
     pub appends: u64,
+    /// `fdatasync`s of the log's group commit: each covers every append written before it.
+    pub syncs: u64,
     /// Entries they carried: the timed writes, plus the maintainer's seals and table edits.
     pub entries: u64,
     pub bytes: u64,
@@ -56,8 +57,9 @@ pub struct PhaseResult {
     pub latency: LatencySummary,
     /// The leader's log work; `None` when leadership moved during the phase.
     pub leader_log: Option<LeaderLog>,
-    /// Leader fdatasyncs of appends per committed write: below 1 when appends batch entries.
-    pub appends_per_commit: Option<f64>,
+    /// Leader log fdatasyncs per committed write: below 1 when the group commit covers several
+    /// appends with one sync.
+    pub syncs_per_commit: Option<f64>,
     /// Writes sent again to another node after a ForwardToLeader.
     pub redirects: u64,
     /// The baseline's ops/s divided into this phase's commits/s.
@@ -87,7 +89,7 @@ impl PhaseResult {
             commits_per_sec,
             latency,
             leader_log,
-            appends_per_commit: leader_log.map(|l| l.appends as f64 / writes as f64),
+            syncs_per_commit: leader_log.map(|l| l.syncs as f64 / writes as f64),
             redirects,
             commits_vs_fsync: commits_per_sec / baseline.ops_per_sec,
             p50_vs_fsync: latency.p50_us / baseline.latency.p50_us.max(1e-9),
@@ -158,7 +160,8 @@ mod tests {
         let base = BaselineResult::new(150, 1.0, &latencies(1000, 1000)).unwrap();
         assert_eq!(base.ops_per_sec, 1000.0);
         let log = LeaderLog {
-            appends: 250,
+            appends: 1000,
+            syncs: 250,
             entries: 1000,
             bytes: 0,
         };
@@ -166,8 +169,8 @@ mod tests {
         let many = PhaseResult::new(64, 0.5, &latencies(4000, 1000), Some(log), 0, &base).unwrap();
         assert_eq!(one.commits_vs_fsync, 0.25);
         assert!((one.p50_vs_fsync - 4.0).abs() < 0.01);
-        assert_eq!(one.appends_per_commit, None);
-        assert_eq!(many.appends_per_commit, Some(0.25));
+        assert_eq!(one.syncs_per_commit, None);
+        assert_eq!(many.syncs_per_commit, Some(0.25));
         assert_eq!(concurrency_gain(&[one.clone(), many]), Some(8.0));
         assert_eq!(concurrency_gain(&[one]), None);
     }
