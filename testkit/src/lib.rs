@@ -4,8 +4,12 @@
 //! SigV4 authentication on and objects as files under a directory: the S3 suites and
 //! `strata-bench tiered --store s3s` exercise the real client path (HTTP, signing, XML) with
 //! nothing to install and no network.
+//!
+//! [`linearizability`] checks histories of concurrent operations on a versioned key-value
+//! register (Wing–Gong–Lowe), for the replication and node suites.
 #![warn(missing_docs)]
 
+pub mod linearizability;
 mod s3_server;
 
 pub use s3_server::{shared, S3Server, ACCESS_KEY, SECRET_KEY};
