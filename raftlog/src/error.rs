@@ -8,6 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in the log store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Raft could not start.
+    #[error("raft: {0}")]
+    Raft(String),
     /// The state machine's engine failed.
     #[error("engine: {0}")]
     Engine(#[from] lsm::Error),

@@ -26,6 +26,7 @@ pub mod error;
 pub mod inproc;
 pub mod log;
 pub mod maintain;
+mod replica;
 pub mod sm;
 pub mod store;
 
@@ -35,4 +36,5 @@ pub use log::{
     MAX_META_LEN,
 };
 pub use maintain::{Maintainer, MaintainerOptions};
+pub use replica::Replica;
 pub use sm::{StateMachine, Versioned};

@@ -20,10 +20,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::{BasicNode, Raft};
+use openraft::BasicNode;
 use raftlog::inproc::Router;
-use raftlog::store::{self, LogStore, Op};
-use raftlog::{Maintainer, MaintainerOptions, StateMachine};
+use raftlog::store::{self, Op};
+use raftlog::{MaintainerOptions, Replica};
 
 const CHILD_DIR: &str = "RAFTLOG_NODE_CRASH_DIR";
 const CHILD_START: &str = "RAFTLOG_NODE_CRASH_START";
@@ -39,39 +39,31 @@ fn value(i: u64) -> Vec<u8> {
 }
 
 /// Opens the one-node group in `dir` and waits until it leads.
-async fn open_node(dir: &Path) -> (Raft<store::TypeConfig>, StateMachine, Maintainer) {
+async fn open_node(dir: &Path) -> Replica {
     let objects = common::object_store(&dir.join("objects"));
-    let (log, _) = LogStore::open(dir.join("log")).expect("open log");
-    let sm = StateMachine::open(dir.join("sm"), common::engine_options(objects)).expect("open sm");
     let router = Arc::new(Router::default());
-    let raft = Raft::new(
-        1,
-        common::cluster::test_config(),
-        router.factory(1),
-        log,
-        sm.clone(),
-    )
-    .await
-    .expect("raft");
-    router.add(1, raft.clone());
+    let maintainer = MaintainerOptions {
+        interval: Duration::from_millis(10),
+        seal_bytes: 16 << 10,
+        max_sealed: 4,
+    };
+    let config = common::cluster::test_config();
+    let engine = common::engine_options(objects);
+    let node = Replica::start(1, dir, engine, config, router.factory(1), maintainer)
+        .await
+        .expect("start replica");
+    router.add(1, node.raft.clone());
     // A fresh directory needs the membership; a used one refuses it (already initialized).
-    let _ = raft
+    let _ = node
+        .raft
         .initialize(BTreeMap::from([(1, BasicNode::new("node-1"))]))
         .await;
-    raft.wait(Some(Duration::from_secs(30)))
+    node.raft
+        .wait(Some(Duration::from_secs(30)))
         .current_leader(1, "leads")
         .await
         .expect("one node elects itself");
-    let m = Maintainer::spawn(
-        raft.clone(),
-        sm.clone(),
-        MaintainerOptions {
-            interval: Duration::from_millis(10),
-            seal_bytes: 16 << 10,
-            max_sealed: 4,
-        },
-    );
-    (raft, sm, m)
+    node
 }
 
 /// The child's body; does nothing in a normal test run (the variable is absent).
@@ -83,7 +75,7 @@ fn node_crash_child() {
     let start: u64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (raft, _sm, _m) = open_node(Path::new(&dir)).await;
+        let node = open_node(Path::new(&dir)).await;
         let mut out = std::io::stdout().lock();
         let mut say = |line: String| {
             writeln!(out, "{MARK}{line}").unwrap();
@@ -101,7 +93,7 @@ fn node_crash_child() {
                 }],
                 now_ms: common::cluster::now_ms(),
             };
-            raft.client_write(cmd).await.expect("child: write");
+            node.raft.client_write(cmd).await.expect("child: write");
             say(format!("ack {i}"));
             i += 1;
         }
@@ -162,11 +154,15 @@ fn run_child(dir: &Path, start: u64, kill_after: Duration) -> Run {
 /// the write in flight landed. (Anything the killed child had in its log is committed by the
 /// restarted node before the read point, so what is not found now is gone for good.)
 async fn verify(dir: &Path, model: &BTreeMap<u64, u64>, in_flight: Option<u64>) -> bool {
-    let (raft, sm, m) = open_node(dir).await;
-    raft.ensure_linearizable().await.expect("read point");
+    let node = open_node(dir).await;
+    node.raft.ensure_linearizable().await.expect("read point");
     let mut landed = false;
     for k in 0..KEYS {
-        let got = sm.get(&key(k)).expect("read").map(|v| v.value.to_vec());
+        let got = node
+            .sm
+            .get(&key(k))
+            .expect("read")
+            .map(|v| v.value.to_vec());
         let want = model.get(&k).copied();
         let flight = in_flight.filter(|w| w % KEYS == k);
         match (&got, want, flight) {
@@ -179,8 +175,7 @@ async fn verify(dir: &Path, model: &BTreeMap<u64, u64>, in_flight: Option<u64>) 
             ),
         }
     }
-    drop(m);
-    raft.shutdown().await.expect("shutdown");
+    node.shutdown().await;
     landed
 }
 

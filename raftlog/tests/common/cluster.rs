@@ -11,25 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lsm::object::ObjectStore;
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use raftlog::inproc::Router;
 
-use raftlog::store::{Command, LogStore, Op, Reply, TypeConfig};
-use raftlog::{Maintainer, MaintainerOptions, StateMachine};
-
-pub struct Node {
-    pub raft: Raft<TypeConfig>,
-    pub sm: StateMachine,
-    pub log: LogStore,
-    _maintainer: Maintainer,
-}
+use raftlog::store::{Command, Op, Reply};
+use raftlog::{MaintainerOptions, Replica};
 
 pub struct Cluster {
     pub router: Arc<Router>,
     pub root: tempfile::TempDir,
     pub objects: Arc<dyn ObjectStore>,
     pub config: Arc<Config>,
-    pub nodes: BTreeMap<u64, Node>,
+    pub nodes: BTreeMap<u64, Replica>,
     pub ids: Vec<u64>,
 }
 
@@ -79,48 +72,51 @@ impl Cluster {
         self.root.path().join(format!("node-{id}"))
     }
 
-    pub fn node(&self, id: u64) -> &Node {
+    pub fn node(&self, id: u64) -> &Replica {
         self.nodes.get(&id).expect("node is running")
     }
 
     /// Opens node `id` from its directory (creating it on first start) and connects it.
     pub async fn start(&mut self, id: u64) {
         let dir = self.dir(id);
-        let log = retry_locked(|| LogStore::open(dir.join("log")).map(|(l, _)| l)).await;
-        let sm = retry_locked(|| {
-            StateMachine::open(dir.join("sm"), super::engine_options(self.objects.clone()))
-        })
-        .await;
-        let net = self.router.factory(id);
-        let raft = Raft::new(id, self.config.clone(), net, log.clone(), sm.clone())
+        let maintainer = MaintainerOptions {
+            interval: Duration::from_millis(20),
+            seal_bytes: 16 << 10,
+            max_sealed: 4,
+        };
+        // A restarted node may find its files still locked for a moment while the stopped
+        // instance's tasks let go of them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let replica = loop {
+            let engine = super::engine_options(self.objects.clone());
+            let net = self.router.factory(id);
+            match Replica::start(
+                id,
+                &dir,
+                engine,
+                self.config.clone(),
+                net,
+                maintainer.clone(),
+            )
             .await
-            .expect("start raft");
-        let maintainer = Maintainer::spawn(
-            raft.clone(),
-            sm.clone(),
-            MaintainerOptions {
-                interval: Duration::from_millis(20),
-                seal_bytes: 16 << 10,
-                max_sealed: 4,
-            },
-        );
-        self.router.add(id, raft.clone());
-        self.nodes.insert(
-            id,
-            Node {
-                raft,
-                sm,
-                log,
-                _maintainer: maintainer,
-            },
-        );
+            {
+                Ok(r) => break r,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("node {id} did not start: {e}"),
+            }
+        };
+        self.router.add(id, replica.raft.clone());
+        self.nodes.insert(id, replica);
     }
 
     /// Stops node `id` as a crash would: its Raft stops, its in-memory state is dropped.
     pub async fn stop(&mut self, id: u64) {
         self.router.remove(id);
         if let Some(n) = self.nodes.remove(&id) {
-            let _ = n.raft.shutdown().await;
+            n.shutdown().await;
         }
     }
 
@@ -192,22 +188,6 @@ impl Cluster {
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()
             .expect("scan")
-    }
-}
-
-/// A restarted node may find its files still locked for a moment while the stopped instance's
-/// tasks let go of them.
-async fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match open() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("open failed: {e:?}"),
-        }
     }
 }
 

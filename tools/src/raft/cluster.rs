@@ -17,8 +17,8 @@ use lsm::object::{LocalDirStore, ObjectStore};
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use raftlog::inproc::Router;
-use raftlog::store::{Command, LogStore, Reply, TypeConfig};
-use raftlog::{LogStats, Maintainer, MaintainerOptions, StateMachine};
+use raftlog::store::{Command, Reply, TypeConfig};
+use raftlog::{LogStats, MaintainerOptions, Replica};
 
 use super::args::RaftArgs;
 use super::results::LogSummary;
@@ -34,16 +34,9 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 /// follower catches up from the log rather than by installing a snapshot.
 pub const KEEP_BEHIND_SNAPSHOT: u64 = 1000;
 
-pub struct Node {
-    pub raft: Raft<TypeConfig>,
-    pub sm: StateMachine,
-    pub log: LogStore,
-    _maintainer: Maintainer,
-}
-
 pub struct Cluster {
     /// By node id, `1..=NODES`.
-    nodes: BTreeMap<u64, Node>,
+    nodes: BTreeMap<u64, Replica>,
     root: PathBuf,
     /// Kept so the nodes stay reachable for as long as the cluster lives.
     _router: Arc<Router>,
@@ -80,42 +73,27 @@ impl Cluster {
         let mut nodes = BTreeMap::new();
         for id in 1..=NODES {
             let dir = root.join(format!("node-{id}"));
-            let (log, _recovered) = LogStore::open(dir.join("log"))
-                .with_context(|| format!("opening the Raft log of node {id}"))?;
             let options = lsm::Options {
                 write_buffer_size: args.memtable_bytes(),
                 cold_tier: Some(lsm::ColdTier::new(objects.clone(), "group-1")),
                 ..lsm::Options::default()
             };
-            let sm = StateMachine::open(dir.join("sm"), options)
-                .with_context(|| format!("opening the state machine of node {id}"))?;
-            let raft = Raft::new(
+            let maintainer = MaintainerOptions {
+                seal_bytes: args.memtable_bytes(),
+                ..MaintainerOptions::default()
+            };
+            let replica = Replica::start(
                 id,
+                &dir,
+                options,
                 config.clone(),
                 router.factory(id),
-                log.clone(),
-                sm.clone(),
+                maintainer,
             )
             .await
-            .with_context(|| format!("starting Raft on node {id}"))?;
-            let maintainer = Maintainer::spawn(
-                raft.clone(),
-                sm.clone(),
-                MaintainerOptions {
-                    seal_bytes: args.memtable_bytes(),
-                    ..MaintainerOptions::default()
-                },
-            );
-            router.add(id, raft.clone());
-            nodes.insert(
-                id,
-                Node {
-                    raft,
-                    sm,
-                    log,
-                    _maintainer: maintainer,
-                },
-            );
+            .with_context(|| format!("starting node {id}"))?;
+            router.add(id, replica.raft.clone());
+            nodes.insert(id, replica);
         }
         let cluster = Cluster {
             nodes,
@@ -135,7 +113,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub fn node(&self, id: u64) -> Result<&Node> {
+    pub fn node(&self, id: u64) -> Result<&Replica> {
         self.nodes
             .get(&id)
             .with_context(|| format!("no node {id} in the group"))
