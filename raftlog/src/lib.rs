@@ -1,25 +1,25 @@
 //! Raft storage for Strata.
 //!
-//! Strata replicates its key-value store with openraft: every replica appends the same commands to
-//! a Raft log and applies them to its own state machine, which is the `lsm` engine with its WAL
-//! turned off (the Raft log takes the WAL's place). This crate will hold both halves of openraft's
-//! storage: the log store and the state machine over `lsm`.
+//! Strata replicates its key-value store with openraft (0.9, `storage-v2`): every replica appends
+//! the same commands to a Raft log and applies them to its own state machine, which is the `lsm`
+//! engine in replicated mode (no WAL: the Raft log takes its place). See "Replication" in
+//! DESIGN.md. This crate holds:
 //!
-//! For now it holds the first half: [`Log`], a hand-built segmented log of opaque entries
-//! addressed by index, with the small durable values Raft needs beside it (vote, committed, purge
-//! point), and [`store::LogStore`], openraft's `RaftLogStorage` over it (the [`store`] module also
-//! holds the [`store::TypeConfig`] and the [`store::Command`]s the log carries). [`Log`] knows
-//! nothing of openraft's types; the store encodes entries and log ids and calls into it. Its
-//! guarantees are the ones openraft relies on:
-//!
-//! - an [`append`](Log::append) returns only once its whole batch is durable (one `fdatasync`),
-//!   so acknowledging it to openraft (`log_io_completed`) after the call is safe;
-//! - [`save_meta`](Log::save_meta) (the vote) returns only once the value survives a crash;
-//! - [`truncate`](Log::truncate) and [`purge`](Log::purge) are durable when they return: a
-//!   truncated entry never reappears, and the purge point survives even though the entries are
-//!   gone;
-//! - recovery keeps the longest valid prefix and stops at the first torn or corrupt record, never
-//!   skipping damage to read what follows.
+//! - [`Log`], a hand-built segmented log of opaque entries addressed by index, with the small
+//!   durable values Raft needs beside it (vote, committed, purge point), and
+//!   [`store::LogStore`], openraft's `RaftLogStorage` over it, with group commit: an append is
+//!   acknowledged only after an `fdatasync` that covers it, and one sync covers every append
+//!   written before it. Recovery keeps the longest valid prefix and stops at the first torn or
+//!   corrupt record; truncate, purge and the vote are durable when they return.
+//! - [`StateMachine`], openraft's `RaftStateMachine` and snapshot builder over the engine:
+//!   deterministic apply at `seq = log index` (conditions and TTLs judged with the leader's clock
+//!   carried in the entry), replies with versions, and snapshots that are the engine's manifest
+//!   image (tables in the shared object store), never the data.
+//! - [`Maintainer`], the leader's side of flushing and compaction (seal, build and upload a
+//!   table, replicate the edit) and every replica's snapshot trigger; [`Replica`] assembles a
+//!   node from a directory.
+//! - [`inproc`], an in-process transport with message loss, delay and partitions, for tests and
+//!   benchmarks.
 #![warn(missing_docs)]
 
 pub mod error;
