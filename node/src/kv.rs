@@ -1,0 +1,225 @@
+//! The key-value API: `PUT`, `GET` and `DELETE /kv/{key}`. Every response carries the key's
+//! version (the Raft log index of its last write) in the `x-strata-version` header, and JSON
+//! answers carry it in the body too.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use raftlog::store::{Command, Op, OpResult, Reply};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Response header carrying a key's version.
+pub const VERSION_HEADER: &str = "x-strata-version";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PutQuery {
+    /// Time to live in seconds.
+    ttl: Option<u64>,
+    /// Present (any value): write only if the key is absent.
+    if_absent: Option<String>,
+    /// Write only if the key's version is this (0: only if absent).
+    if_version: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GetQuery {
+    /// `linearizable` (default), `lease` or `stale`.
+    consistency: Option<String>,
+}
+
+fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key is empty"));
+    }
+    if key.len() > lsm::MAX_KEY_LEN {
+        return Err(ApiError::bad_request(format!(
+            "the key is {} bytes; the limit is {}",
+            key.len(),
+            lsm::MAX_KEY_LEN
+        )));
+    }
+    Ok(key.as_bytes().to_vec())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn versioned(status: StatusCode, version: u64, body: serde_json::Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert(VERSION_HEADER, HeaderValue::from(version));
+    r
+}
+
+/// Proposes one write and waits for its result.
+async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
+    let cmd = Command::Write {
+        ops: vec![op],
+        now_ms: now_ms(),
+    };
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        state.replica.raft.client_write(cmd),
+    )
+    .await
+    .map_err(|_| ApiError::unavailable("the write was not committed within 10 s"))?
+    .map_err(|e| ApiError::unavailable(format!("the write was not committed: {e}")))?;
+    match r.data {
+        Reply::Write(mut results) if results.len() == 1 => Ok(results.remove(0)),
+        Reply::Invalid(m) => Err(ApiError::bad_request(m)),
+        other => Err(ApiError::unavailable(format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(q): Query<PutQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    state.authorize(&headers)?;
+    let key = check_key(&key)?;
+    let value = body.to_vec();
+    let ttl_ms = match q.ttl {
+        Some(0) => return Err(ApiError::bad_request("ttl must be at least 1 second")),
+        Some(s) => Some(
+            s.checked_mul(1000)
+                .ok_or_else(|| ApiError::bad_request("ttl too large"))?,
+        ),
+        None => None,
+    };
+    let op = match (q.if_absent.is_some(), q.if_version) {
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "if_absent and if_version cannot be combined",
+            ))
+        }
+        (true, None) => Op::PutIfAbsent { key, value, ttl_ms },
+        (false, Some(v)) => Op::CompareAndSet {
+            key,
+            expected_version: v,
+            new: Some(value),
+            ttl_ms,
+        },
+        (false, None) => match ttl_ms {
+            Some(t) => Op::PutWithTtl {
+                key,
+                value,
+                ttl_ms: t,
+            },
+            None => Op::Put { key, value },
+        },
+    };
+    written(propose(&state, op).await?)
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(q): Query<PutQuery>,
+) -> Result<Response, ApiError> {
+    state.authorize(&headers)?;
+    let key = check_key(&key)?;
+    let op = match q.if_version {
+        Some(v) => Op::CompareAndSet {
+            key,
+            expected_version: v,
+            new: None,
+            ttl_ms: None,
+        },
+        None => Op::Delete { key },
+    };
+    written(propose(&state, op).await?)
+}
+
+/// The answer to a write: 200 with the new version, or 409 with the current one.
+fn written(r: OpResult) -> Result<Response, ApiError> {
+    Ok(match r {
+        OpResult::Done { version } => versioned(
+            StatusCode::OK,
+            version,
+            serde_json::json!({ "version": version }),
+        ),
+        OpResult::Applied {
+            version,
+            previous_version,
+        } => versioned(
+            StatusCode::OK,
+            version,
+            serde_json::json!({ "version": version, "previous_version": previous_version }),
+        ),
+        OpResult::Rejected {
+            current_version, ..
+        } => {
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("the key's version is {current_version}"),
+            );
+            e.extra = Some(serde_json::json!({ "current_version": current_version }));
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert(VERSION_HEADER, HeaderValue::from(current_version));
+            r
+        }
+    })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<Response, ApiError> {
+    let key = check_key(&key)?;
+    let raft = &state.replica.raft;
+    match q.consistency.as_deref().unwrap_or("linearizable") {
+        "linearizable" => {
+            tokio::time::timeout(Duration::from_secs(5), raft.ensure_linearizable())
+                .await
+                .map_err(|_| ApiError::unavailable("no read point within 5 s"))?
+                .map_err(|e| ApiError::unavailable(format!("no linearizable read: {e}")))?;
+        }
+        // Without a round trip: this node must lead (it may have been deposed a moment ago).
+        "lease" => {
+            if raft.metrics().borrow().state != openraft::ServerState::Leader {
+                return Err(ApiError::unavailable("this node does not lead"));
+            }
+        }
+        "stale" => {}
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "consistency must be linearizable, lease or stale, not {other:?}"
+            )))
+        }
+    }
+    let v = state
+        .replica
+        .sm
+        .get(&key)
+        .map_err(|e| ApiError::unavailable(format!("read failed: {e}")))?;
+    match v {
+        Some(v) => {
+            let mut r = (StatusCode::OK, v.value).into_response();
+            r.headers_mut()
+                .insert(VERSION_HEADER, HeaderValue::from(v.version));
+            Ok(r)
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such key",
+        )),
+    }
+}

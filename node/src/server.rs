@@ -1,0 +1,193 @@
+//! The node: one replica started from the data directory, and the HTTP API in front of it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use raftlog::inproc;
+use raftlog::{MaintainerOptions, Replica};
+
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use crate::kv;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    pub replica: Arc<Replica>,
+    token: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// Writes and admin calls need `Authorization: Bearer <token>` when a token is configured.
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in full whatever the input, so the time taken says nothing of the token.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            ))
+        }
+    }
+}
+
+fn raft_config() -> Result<Arc<Config>> {
+    let c = Config {
+        cluster_name: "strata".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Config::default()
+    };
+    Ok(Arc::new(c.validate().context("raft configuration")?))
+}
+
+/// Starts the node's replica (a one-node group on first start) and waits until it leads.
+async fn start_replica(args: &ServeArgs) -> Result<Replica> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let object_dir = args
+        .object_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("objects"));
+    let store = lsm::object::LocalDirStore::open(&object_dir)
+        .with_context(|| format!("opening the object store in {}", object_dir.display()))?;
+    let memtable = args.memtable_mb << 20;
+    let engine = lsm::Options {
+        write_buffer_size: memtable,
+        block_cache_bytes: args.block_cache_mb << 20,
+        cold_tier: Some(lsm::ColdTier::new(Arc::new(store), "group-1")),
+        ..lsm::Options::default()
+    };
+    let router = Arc::new(inproc::Router::default());
+    let maintainer = MaintainerOptions {
+        seal_bytes: memtable,
+        ..MaintainerOptions::default()
+    };
+    let id = args.node_id;
+    let replica = Replica::start(
+        id,
+        &args.data_dir,
+        engine,
+        raft_config()?,
+        router.factory(id),
+        maintainer,
+    )
+    .await
+    .context("starting the replica")?;
+    router.add(id, replica.raft.clone());
+    // A fresh node forms a one-node group; an initialized one refuses, which is fine.
+    let members = BTreeMap::from([(id, BasicNode::new(args.listen.to_string()))]);
+    if let Err(e) = replica.raft.initialize(members).await {
+        tracing::debug!(error = %e, "not initializing: the group exists");
+    }
+    replica
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .current_leader(id, "this node leads its group")
+        .await
+        .context("waiting for the node to lead its group")?;
+    Ok(replica)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the group has a leader and this node has applied what it knows is committed.
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = state.replica.raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(leader) => Ok(Json(serde_json::json!({
+            "status": "ready",
+            "leader": leader,
+            "term": m.current_term,
+            "applied": m.last_applied.map(|l| l.index),
+        }))),
+        None => Err(ApiError::unavailable("no leader")),
+    }
+}
+
+fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    if args.token.is_none() {
+        tracing::warn!(
+            "NO TOKEN CONFIGURED: anyone who can reach {} can write; set --token or STRATA_TOKEN",
+            args.listen
+        );
+    }
+    let replica = Arc::new(start_replica(&args).await?);
+    let state = AppState {
+        replica: replica.clone(),
+        token: args.token.as_deref().map(Arc::from),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr().context("local address")?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "strata node ready");
+    // On stdout, for scripts and tests that start the node on port 0.
+    println!("strata: listening on http://{addr}");
+    axum::serve(listener, router(state, args.max_body_bytes))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    // Requests are done; stop Raft (the memtables' writes are in the Raft log).
+    let _ = replica.raft.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! The `strata` binary as a real process on loopback: the key-value API, tokens, bad input,
+//! a SIGKILL and restart that loses no acknowledged write, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `strata serve` on a free loopback port and waits for its "listening" line.
+fn start(dir: &Path, extra: &[&str]) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--memtable-mb",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn strata");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("strata: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("address");
+    Node { child, addr }
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn version(&self) -> u64 {
+        self.header("x-strata-version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no version header: {} {:?}", self.status, self.text()))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`, so the body ends at EOF).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // A server refusing a large body may close before reading it all.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+#[test]
+fn kv_put_get_delete_with_versions_and_conditions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = start(tmp.path(), &[]);
+    let put = request(n.addr, "PUT", "/kv/user/42", &[], b"alice");
+    assert_eq!(put.status, 200, "{}", put.text());
+    let v1 = put.version();
+    assert_eq!(put.json()["version"], v1);
+
+    let got = request(n.addr, "GET", "/kv/user/42", &[], b"");
+    assert_eq!(
+        (got.status, got.body.as_slice(), got.version()),
+        (200, &b"alice"[..], v1)
+    );
+    for c in ["stale", "lease", "linearizable"] {
+        let r = request(
+            n.addr,
+            "GET",
+            &format!("/kv/user/42?consistency={c}"),
+            &[],
+            b"",
+        );
+        assert_eq!((r.status, r.version()), (200, v1), "{c}");
+    }
+
+    // Compare-and-set on the version, and put-if-absent.
+    let stale = request(
+        n.addr,
+        "PUT",
+        &format!("/kv/user/42?if_version={}", v1 + 100),
+        &[],
+        b"bob",
+    );
+    assert_eq!(stale.status, 409);
+    assert_eq!(stale.json()["current_version"], v1);
+    let swapped = request(
+        n.addr,
+        "PUT",
+        &format!("/kv/user/42?if_version={v1}"),
+        &[],
+        b"bob",
+    );
+    assert_eq!(swapped.status, 200, "{}", swapped.text());
+    let v2 = swapped.version();
+    assert!(v2 > v1);
+    assert_eq!(swapped.json()["previous_version"], v1);
+    assert_eq!(
+        request(n.addr, "PUT", "/kv/user/42?if_absent", &[], b"carol").status,
+        409
+    );
+    assert_eq!(
+        request(n.addr, "PUT", "/kv/user/43?if_absent", &[], b"carol").status,
+        200
+    );
+    assert_eq!(
+        request(n.addr, "PUT", "/kv/user/44?if_version=0", &[], b"dave").status,
+        200
+    );
+
+    // TTL: gone after it expires.
+    assert_eq!(
+        request(n.addr, "PUT", "/kv/session?ttl=1", &[], b"s").status,
+        200
+    );
+    assert_eq!(request(n.addr, "GET", "/kv/session", &[], b"").status, 200);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(request(n.addr, "GET", "/kv/session", &[], b"").status, 404);
+
+    let del = request(n.addr, "DELETE", "/kv/user/42", &[], b"");
+    assert_eq!(del.status, 200);
+    assert!(del.version() > v2);
+    let gone = request(n.addr, "GET", "/kv/user/42", &[], b"");
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["error"], "not_found");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = start(tmp.path(), &["--max-body-bytes", "1024"]);
+    let cases: &[(&str, &str, &[u8], u16)] = &[
+        ("PUT", "/kv/k?if_version=abc", b"v", 400),
+        ("PUT", "/kv/k?ttl=0", b"v", 400),
+        ("PUT", "/kv/k?if_absent&if_version=3", b"v", 400),
+        ("GET", "/kv/k?consistency=eventually", b"", 400),
+        ("PUT", "/kv/k", &[b'x'; 4096], 413),
+    ];
+    for (method, path, body, want) in cases {
+        let r = request(n.addr, method, path, &[], body);
+        assert_eq!(r.status, *want, "{method} {path}: {}", r.text());
+    }
+    // A key over the engine's limit does not fit in a URI the server accepts.
+    let long_key = format!("/kv/{}", "k".repeat(lsm::MAX_KEY_LEN + 1));
+    let r = request(n.addr, "PUT", &long_key, &[], b"v");
+    assert_eq!(r.status, 414, "{}", r.text());
+    let r = request(n.addr, "PUT", "/kv/", &[], b"v");
+    assert!(
+        r.status == 400 || r.status == 404,
+        "empty key: {}",
+        r.status
+    );
+    // Nothing was stored by any of them.
+    assert_eq!(request(n.addr, "GET", "/kv/k", &[], b"").status, 404);
+    // Still serving.
+    assert_eq!(request(n.addr, "GET", "/health", &[], b"").status, 200);
+}
+
+#[test]
+fn writes_need_the_token_when_one_is_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = start(tmp.path(), &["--token", "s3cret-token"]);
+    assert_eq!(request(n.addr, "PUT", "/kv/a", &[], b"1").status, 401);
+    let wrong = [("Authorization", "Bearer s3cret-tokeX")];
+    assert_eq!(request(n.addr, "PUT", "/kv/a", &wrong, b"1").status, 401);
+    assert_eq!(request(n.addr, "DELETE", "/kv/a", &[], b"").status, 401);
+    assert_eq!(request(n.addr, "GET", "/kv/a", &[], b"").status, 404);
+    let ok = [("Authorization", "Bearer s3cret-token")];
+    assert_eq!(request(n.addr, "PUT", "/kv/a", &ok, b"1").status, 200);
+    assert_eq!(request(n.addr, "GET", "/kv/a", &[], b"").body, b"1");
+}
+
+#[test]
+fn a_killed_node_restarts_with_every_acknowledged_write_and_exits_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = start(tmp.path(), &[]);
+    // 1 MiB memtables: enough writes to seal, upload and snapshot a few times.
+    let value = vec![b'v'; 2000];
+    let mut acked = Vec::new();
+    for i in 0..1500 {
+        let r = request(n.addr, "PUT", &format!("/kv/item-{i}"), &[], &value);
+        assert_eq!(r.status, 200, "{}", r.text());
+        acked.push((i, r.version()));
+    }
+    n.child.kill().unwrap();
+    n.child.wait().unwrap();
+    drop(n);
+    let mut n = start(tmp.path(), &[]);
+    for (i, version) in &acked {
+        let r = request(n.addr, "GET", &format!("/kv/item-{i}"), &[], b"");
+        assert_eq!((r.status, r.version()), (200, *version), "item-{i}");
+        assert_eq!(r.body.len(), value.len());
+    }
+    // SIGTERM: finish, stop Raft, exit 0.
+    let pid = n.child.id() as i32;
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = n.child.wait().unwrap();
+    assert_eq!(
+        (exit.code(), exit.signal()),
+        (Some(0), None),
+        "exit on SIGTERM"
+    );
+}
