@@ -45,7 +45,20 @@ pub struct ServeArgs {
     /// port may write (the node warns at start).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Status of short-link redirects: 301, 302, 307 or 308.
+    #[arg(long, env = "STRATA_REDIRECT_STATUS", default_value_t = 302, value_parser = redirect_status)]
+    pub redirect_status: u16,
+    /// Base of the short URLs handed out (default: http://LISTEN).
+    #[arg(long, env = "STRATA_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+}
+
+fn redirect_status(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n @ (301 | 302 | 307 | 308)) => Ok(n),
+        _ => Err(format!("{s:?} is not one of 301, 302, 307, 308")),
+    }
 }

@@ -48,7 +48,7 @@ fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
     Ok(key.as_bytes().to_vec())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -62,7 +62,7 @@ fn versioned(status: StatusCode, version: u64, body: serde_json::Value) -> Respo
 }
 
 /// Proposes one write and waits for its result.
-async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
+pub(crate) async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
     let cmd = Command::Write {
         ops: vec![op],
         now_ms: now_ms(),

@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod kv;
+mod links;
 mod server;
 
 use std::process::ExitCode;

@@ -15,16 +15,28 @@ use raftlog::{MaintainerOptions, Replica};
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::kv;
+use crate::{kv, links};
 
 /// What every handler sees.
 #[derive(Clone)]
 pub struct AppState {
     pub replica: Arc<Replica>,
     token: Option<Arc<str>>,
+    redirect: StatusCode,
+    public_base: Arc<str>,
 }
 
 impl AppState {
+    /// The status short-link redirects answer with.
+    pub fn redirect_status(&self) -> StatusCode {
+        self.redirect
+    }
+
+    /// What short URLs start with (no trailing slash).
+    pub fn public_base(&self) -> &str {
+        &self.public_base
+    }
+
     /// Writes and admin calls need `Authorization: Bearer <token>` when a token is configured.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
@@ -137,6 +149,9 @@ fn router(state: AppState, max_body: usize) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/api/links", axum::routing::post(links::create))
+        .route("/api/links/{code}", get(links::info).delete(links::delete))
+        .route("/{code}", get(links::redirect))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -172,14 +187,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     let replica = Arc::new(start_replica(&args).await?);
-    let state = AppState {
-        replica: replica.clone(),
-        token: args.token.as_deref().map(Arc::from),
-    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
+    let public_base = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let state = AppState {
+        replica: replica.clone(),
+        token: args.token.as_deref().map(Arc::from),
+        redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),
+        public_base: Arc::from(public_base.trim_end_matches('/')),
+    };
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "strata node ready");
     // On stdout, for scripts and tests that start the node on port 0.
     println!("strata: listening on http://{addr}");
