@@ -48,6 +48,20 @@ fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
     Ok(key.as_bytes().to_vec())
 }
 
+/// A time to live given in seconds (`name` is the parameter), in milliseconds: at least 1 s.
+pub(crate) fn ttl_ms(seconds: Option<u64>, name: &str) -> Result<Option<u64>, ApiError> {
+    match seconds {
+        None => Ok(None),
+        Some(0) => Err(ApiError::bad_request(format!(
+            "{name} must be at least 1 second"
+        ))),
+        Some(s) => s
+            .checked_mul(1000)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} is too large"))),
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -91,14 +105,7 @@ pub async fn put(
     state.authorize(&headers)?;
     let key = check_key(&key)?;
     let value = body.to_vec();
-    let ttl_ms = match q.ttl {
-        Some(0) => return Err(ApiError::bad_request("ttl must be at least 1 second")),
-        Some(s) => Some(
-            s.checked_mul(1000)
-                .ok_or_else(|| ApiError::bad_request("ttl too large"))?,
-        ),
-        None => None,
-    };
+    let ttl_ms = ttl_ms(q.ttl, "ttl")?;
     let op = match (q.if_absent.is_some(), q.if_version) {
         (true, Some(_)) => {
             return Err(ApiError::bad_request(

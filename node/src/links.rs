@@ -110,14 +110,7 @@ pub async fn create(
     if let Some(c) = &req.code {
         check_code(c)?;
     }
-    let ttl_ms = match req.ttl_seconds {
-        Some(0) => return Err(ApiError::bad_request("ttl_seconds must be at least 1")),
-        Some(s) => Some(
-            s.checked_mul(1000)
-                .ok_or_else(|| ApiError::bad_request("ttl_seconds too large"))?,
-        ),
-        None => None,
-    };
+    let ttl_ms = crate::kv::ttl_ms(req.ttl_seconds, "ttl_seconds")?;
     let now = crate::kv::now_ms();
     let stored = Stored {
         v: 1,
