@@ -254,6 +254,11 @@ impl Log {
         self.append_inner(entries, false)
     }
 
+    /// True once a write step failed: the log takes no more writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Marks the log failed after a deferred sync failed: the kernel may have dropped the data,
     /// so no further write is accepted.
     pub fn poison(&mut self) {

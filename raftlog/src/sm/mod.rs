@@ -183,14 +183,15 @@ impl StateMachine {
                     // A replay: the engine has this write (its reply went out the first time).
                     return Ok(Reply::Write(Vec::new()));
                 }
-                let (batch, results) =
-                    apply::evaluate(index, now_ms, &ops, |k| match db.get_as_of(k, now_ms)? {
+                let (batch, results) = apply::evaluate(index, now_ms, &ops, |k| {
+                    match read_until_available(db, k, now_ms)? {
                         Some(b) => value::decode(b).map(Some).ok_or_else(|| {
                             lsm::Error::InvalidArgument(format!("undecodable value of key {k:?}"))
                         }),
                         None => Ok(None),
-                    })
-                    .map_err(fail)?;
+                    }
+                })
+                .map_err(fail)?;
                 if let Some(e) = batch_error(&batch) {
                     // Deterministic: every replica refuses it the same way.
                     return Ok(Reply::Invalid(e));
@@ -223,7 +224,10 @@ impl StateMachine {
                 let saved = encode(&point).map_err(|e| {
                     StorageIOError::new(ErrorSubject::Apply(log_id), ErrorVerb::Write, e)
                 })?;
-                let applied = db.apply_chunk(sealed_at, &edit, &saved).map_err(fail)?;
+                let applied = match db.apply_chunk(sealed_at, &edit, &saved) {
+                    Err(e) if refused(&e) => return Ok(Reply::Invalid(e.to_string())),
+                    r => r.map_err(fail)?,
+                };
                 if applied {
                     st.seals.remove(&sealed_at);
                     st.flushed = point;
@@ -235,8 +239,11 @@ impl StateMachine {
                     Ok(e) => e,
                     Err(e) => return Ok(Reply::Invalid(e.to_string())),
                 };
-                Reply::Tables {
-                    applied: db.apply_compaction(&edit).map_err(fail)?,
+                match db.apply_compaction(&edit) {
+                    Err(e) if refused(&e) => Reply::Invalid(e.to_string()),
+                    r => Reply::Tables {
+                        applied: r.map_err(fail)?,
+                    },
                 }
             }
         })
@@ -277,16 +284,18 @@ impl StateMachine {
         if last.is_none() && !force_new {
             return Ok(None);
         }
-        if let Some((meta, data)) = &st.current {
-            if !force_new && meta.last_log_id == last {
+        // Under the state lock: no entry is applied between choosing the point and exporting.
+        // The image is exported every time (it is small): a cached one could name tables a
+        // compaction has since replaced and the leader deleted.
+        let data = self.shared.db.export_image().encode();
+        if let Some((meta, cached)) = &st.current {
+            if !force_new && meta.last_log_id == last && *cached == data {
                 return Ok(Some(Snapshot {
                     meta: meta.clone(),
-                    snapshot: Box::new(Cursor::new(data.clone())),
+                    snapshot: Box::new(Cursor::new(data)),
                 }));
             }
         }
-        // Under the state lock: no entry is applied between choosing the point and exporting.
-        let data = self.shared.db.export_image().encode();
         let n = self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let (term, index) = last.map_or((0, 0), |l| (l.leader_id.term, l.index));
         let meta = SnapshotMeta {
@@ -299,6 +308,30 @@ impl StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+/// An edit the engine refuses as such (a level beyond its `num_levels`, a malformed edit): every
+/// replica refuses it the same way, so it is a reply, not a storage failure that would stop Raft
+/// at this entry on every replica, again after every restart.
+fn refused(e: &lsm::Error) -> bool {
+    matches!(e, lsm::Error::InvalidArgument(_))
+}
+
+/// Reads `key` for a conditional write, waiting out an object-store outage: the entry must be
+/// applied with the real state (skipping it or failing would make replicas diverge or stop), so
+/// apply waits, with backoff, until the table can be read. Other errors are returned.
+fn read_until_available(db: &Db, key: &[u8], now_ms: u64) -> lsm::Result<Option<bytes::Bytes>> {
+    let mut wait = std::time::Duration::from_millis(10);
+    loop {
+        match db.get_as_of(key, now_ms) {
+            Err(lsm::Error::Unavailable(e)) => {
+                tracing::warn!(error = %e, "apply waits for the object store");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            r => return r,
+        }
     }
 }
 

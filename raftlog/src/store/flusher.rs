@@ -72,9 +72,29 @@ impl Flusher {
 }
 
 fn run(rx: Receiver<Job>, log: Weak<Mutex<Log>>, syncs: Arc<AtomicU64>) {
+    // Once a sync failed, no later one is trusted: jobs written before the failure and still
+    // queued could be "covered" by a sync that succeeds over pages the kernel dropped.
+    let mut failed: Option<(std::io::ErrorKind, String)> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
+        let poisoned = log
+            .upgrade()
+            .is_some_and(|l| l.lock().unwrap_or_else(|p| p.into_inner()).is_poisoned());
+        if failed.is_none() && poisoned {
+            // A write step of the log failed (e.g. the sync at a segment rollover).
+            failed = Some((
+                std::io::ErrorKind::Other,
+                "the raft log failed earlier".into(),
+            ));
+        }
+        if let Some((kind, msg)) = &failed {
+            for job in jobs {
+                job.callback
+                    .log_io_completed(Err(std::io::Error::new(*kind, msg.clone())));
+            }
+            continue;
+        }
         let mut synced: Vec<&SyncHandle> = Vec::new();
         let mut failure: Option<std::io::Error> = None;
         for job in &jobs {
@@ -89,6 +109,7 @@ fn run(rx: Receiver<Job>, log: Weak<Mutex<Log>>, syncs: Arc<AtomicU64>) {
             synced.push(&job.handle);
         }
         if let Some(e) = &failure {
+            failed = Some((e.kind(), e.to_string()));
             tracing::error!(error = %e, "raft log sync failed; the log takes no more writes");
             if let Some(log) = log.upgrade() {
                 log.lock().unwrap_or_else(|p| p.into_inner()).poison();
