@@ -45,6 +45,14 @@ fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
             lsm::MAX_KEY_LEN
         )));
     }
+    if key.starts_with(crate::links::KEY_PREFIX) {
+        // Links are validated on creation (http/https targets only): the KV API must not write
+        // around that, nor read them as raw records.
+        return Err(ApiError::bad_request(format!(
+            "keys starting with {:?} are reserved for short links",
+            crate::links::KEY_PREFIX
+        )));
+    }
     Ok(key.as_bytes().to_vec())
 }
 

@@ -41,8 +41,11 @@ struct Stored {
     expires_ms: Option<u64>,
 }
 
+/// Links live under this key prefix, which the KV API refuses.
+pub const KEY_PREFIX: &str = "link/";
+
 fn link_key(code: &str) -> Vec<u8> {
-    format!("link/{code}").into_bytes()
+    format!("{KEY_PREFIX}{code}").into_bytes()
 }
 
 /// Only absolute http(s) URLs with a host: a shortener must not hand out `javascript:` or

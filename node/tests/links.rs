@@ -70,6 +70,18 @@ fn create_follow_inspect_and_delete_links() {
         assert!(r.json()["message"].is_string());
     }
 
+    // The KV API cannot write around the link checks.
+    let sneaky = request(
+        n.addr,
+        "PUT",
+        "/kv/link%2Fevil",
+        &[],
+        br#"{"v":1,"target":"javascript:x"}"#,
+    );
+    assert_eq!(sneaky.status, 400, "{}", sneaky.text());
+    let sneaky = request(n.addr, "PUT", "/kv/link/evil", &[], b"x");
+    assert_eq!(sneaky.status, 400, "{}", sneaky.text());
+
     let del = request(n.addr, "DELETE", "/api/links/my-link", &[], b"");
     assert_eq!(del.status, 204);
     assert_eq!(request(n.addr, "GET", "/my-link", &[], b"").status, 404);
