@@ -52,7 +52,7 @@ fn apply_one(db: &Db, index: u64, e: &Entry) -> bool {
         Entry::Write(i) => db.apply_at(index, &batch(*i)).unwrap(),
         Entry::Seal => db.apply_seal(index).unwrap(),
         Entry::Chunk(s, edit) => db.apply_chunk(*s, edit, &index.to_le_bytes()).unwrap(),
-        Entry::Compacted(edit) => db.apply_compaction(edit).unwrap(),
+        Entry::Compacted(edit) => db.apply_compaction(edit, &index.to_le_bytes()).unwrap(),
     }
 }
 
@@ -86,7 +86,7 @@ impl Log {
                 let edit = leader.build_chunk(s).unwrap();
                 assert!(self.append(dbs, Entry::Chunk(s, edit)).iter().all(|a| *a));
             }
-            if let Some(edit) = leader.compact_step().unwrap() {
+            if let Some(edit) = leader.compact_step(0).unwrap() {
                 assert!(self.append(dbs, Entry::Compacted(edit)).iter().all(|a| *a));
             }
         }
@@ -133,13 +133,13 @@ fn replicas_agree_and_duplicates_change_nothing() {
     // A compaction edit is applied once; a second application is refused.
     a.raise_file_numbers(2 << 32);
     log.drive(&[&a, &b], 3000..3400);
-    if let Some(edit) = a.compact_step().unwrap() {
+    if let Some(edit) = a.compact_step(0).unwrap() {
         assert_eq!(
             log.append(&[&a, &b], Entry::Compacted(edit.clone())),
             vec![true, true]
         );
-        assert!(!a.apply_compaction(&edit).unwrap());
-        assert!(!b.apply_compaction(&edit).unwrap());
+        assert!(!a.apply_compaction(&edit, b"").unwrap());
+        assert!(!b.apply_compaction(&edit, b"").unwrap());
     }
     assert_eq!(contents(&a), contents(&b));
 }
@@ -166,12 +166,13 @@ fn restart_resumes_at_the_flushed_point_and_an_image_bootstraps_a_replica() {
     assert!(status.flushed_seq > 0 && status.flushed_seq < status.last_seq);
     let app = b.app_state();
     assert_eq!(app, {
-        // The state saved with the last chunk: the index of its entry (see `apply_one`).
+        // The state saved with the last table change, chunk or compaction: the index of its
+        // entry (see `apply_one`).
         let (i, _) = log
             .entries
             .iter()
             .rev()
-            .find(|(_, e)| matches!(e, Entry::Chunk(..)))
+            .find(|(_, e)| matches!(e, Entry::Chunk(..) | Entry::Compacted(..)))
             .unwrap();
         i.to_le_bytes().to_vec()
     });

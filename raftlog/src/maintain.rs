@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 use crate::store::{Command, Reply, TypeConfig};
 use crate::StateMachine;
 
+/// The longest wait between failed passes.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// When the leader seals and how often the maintainer looks.
 #[derive(Debug, Clone)]
 pub struct MaintainerOptions {
@@ -67,6 +70,11 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
     let mut metrics = raft.metrics();
     let mut floor_term = 0;
     let mut snapshot_at = sm.flushed();
+    // After a failed pass (an object-store outage, a lost proposal) the next waits, doubling up
+    // to a limit: a pass follows every metrics change, i.e. every applied entry, and each retry
+    // would rebuild and upload a table.
+    let mut backoff = opts.interval;
+    let mut retry_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(opts.interval) => {}
@@ -94,8 +102,16 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
             sm.db().raise_file_numbers(m.current_term << 32);
             floor_term = m.current_term;
         }
-        if let Err(e) = pass(&raft, &sm, &opts).await {
-            tracing::warn!(error = %e, "leader maintenance pass failed; retrying");
+        if tokio::time::Instant::now() < retry_at {
+            continue;
+        }
+        match pass(&raft, &sm, &opts).await {
+            Ok(()) => backoff = opts.interval,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "leader maintenance pass failed");
+                retry_at = tokio::time::Instant::now() + backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 }
@@ -125,7 +141,8 @@ async fn pass(
         }
     }
     let db = sm.clone();
-    let compacted = tokio::task::spawn_blocking(move || db.db().compact_step())
+    let expired_by = sm.flushed_clock();
+    let compacted = tokio::task::spawn_blocking(move || db.db().compact_step(expired_by))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -37,7 +37,7 @@ impl Inner {
 
     /// Merges the inputs of `c` into new tables of its output level and installs the result.
     pub(crate) fn run_compaction(&self, c: &Compaction) -> Result<()> {
-        let out = self.compaction_output(c)?;
+        let out = self.compaction_output(c, self.opts.clock.now_millis())?;
         let mut vs = lock(&self.versions);
         // On failure the outputs stay: the manifest may name them (orphans go at the next open).
         self.install(&mut vs, out.edit, None)?;
@@ -65,7 +65,11 @@ impl Inner {
 
     /// Merges the inputs of `c` into new tables (uploaded when they belong in the cold tier) and
     /// returns the edit that would install them, without installing it.
-    pub(crate) fn compaction_output(&self, c: &Compaction) -> Result<CompactionOutput> {
+    pub(crate) fn compaction_output(
+        &self,
+        c: &Compaction,
+        now_ms: u64,
+    ) -> Result<CompactionOutput> {
         let mut edit = VersionEdit::default();
         for f in &c.inputs {
             edit.deleted.push((c.level, f.meta.number));
@@ -123,7 +127,7 @@ impl Inner {
         }
         let mut merge = MergeIter::new(sources, false);
         let smallest = self.smallest_snapshot();
-        let mut gc = Gc::new(smallest, self.opts.clock.now_millis(), true);
+        let mut gc = Gc::new(smallest, now_ms, true);
         let mut zeroed: Vec<u8> = Vec::new();
         let mut out = Outputs::new(self.opts.target_file_size, || {
             let mut vs = lock(&self.versions);

@@ -202,7 +202,7 @@ impl Db {
         }
     }
 
-    /// The owner's state saved by the last [`apply_chunk`](Self::apply_chunk),
+    /// The owner's state saved by the last [`apply_chunk`](Self::apply_chunk), [`apply_compaction`](Self::apply_compaction),
     /// [`save_app_state`](Self::save_app_state) or [`install_image`](Self::install_image).
     pub fn app_state(&self) -> Vec<u8> {
         lock(&self.inner.versions).app_state.clone()
@@ -299,7 +299,13 @@ impl Db {
     /// Leader: runs one compaction if any level is over its target, uploading its output, and
     /// returns the edit for every replica to apply with [`apply_compaction`](Self::apply_compaction).
     /// Nothing changes locally until then. `None` when nothing needs compacting.
-    pub fn compact_step(&self) -> Result<Option<TableEdit>> {
+    ///
+    /// Values are dropped as expired only if they expired by `expired_by_ms`, not by the clock.
+    /// A replica that restarts replays its log from its flushed point over tables that already
+    /// hold later compactions: the owner passes a time no replayed entry can judge earlier than
+    /// (the time of the flushed point, with time made monotonic along the log), so a value a
+    /// compaction dropped is expired for every entry that can see the result.
+    pub fn compact_step(&self, expired_by_ms: u64) -> Result<Option<TableEdit>> {
         let i = &self.inner;
         i.require_replicated()?;
         let _g = lock(&i.compaction_lock);
@@ -308,7 +314,7 @@ impl Db {
             leveled::pick(&i.sv.load().version, &i.opts, &vs.pointers)
         };
         let Some(c) = picked else { return Ok(None) };
-        let out = i.compaction_output(&c)?;
+        let out = i.compaction_output(&c, expired_by_ms)?;
         if let Some(p) = out.pointer {
             lock(&i.versions).pointers[c.level] = p;
         }
@@ -316,10 +322,11 @@ impl Db {
         Ok(Some(TableEdit { edit: out.edit }))
     }
 
-    /// Applies a compaction's edit. Returns `false`, changing nothing, when it no longer fits the
-    /// version: an input is gone (applied already, or another compaction took it) or the result
-    /// would overlap within a level.
-    pub fn apply_compaction(&self, edit: &TableEdit) -> Result<bool> {
+    /// Applies a compaction's edit and saves `app_state` with it, atomically (so the owner can
+    /// tell after a restart which compactions its tables already hold). Returns `false`, changing
+    /// nothing, when it no longer fits the version: an input is gone (applied already, or another
+    /// compaction took it) or the result would overlap within a level.
+    pub fn apply_compaction(&self, edit: &TableEdit, app_state: &[u8]) -> Result<bool> {
         let i = &self.inner;
         i.require_replicated()?;
         let mut vs = lock(&i.versions);
@@ -349,6 +356,7 @@ impl Db {
         }
         drop(next);
         let mut e = edit.edit.clone();
+        e.app_state = Some(app_state.to_vec());
         i.reserve_numbers_of(&mut vs, &mut e);
         i.install(&mut vs, e, None)?;
         Ok(true)

@@ -20,8 +20,15 @@
 //! # Replays and duplicates
 //!
 //! Every command is recognised when applied a second time: writes and seals at or below the
-//! engine's last sequence number, chunks already in the tables, compactions whose inputs are gone.
-//! A duplicate changes nothing and replies `Tables { applied: false }` (for tables).
+//! engine's last sequence number, chunks already in the tables, compactions at or below the last
+//! one applied (saved with the tables) or whose inputs are gone. A duplicate changes nothing and
+//! replies `Tables { applied: false }` (for tables).
+//!
+//! A replay after a restart runs over tables that may already hold compactions logged after the
+//! flushed point. It still decides every entry as the first time: the entries' clock is monotonic
+//! along the log and restored from the flushed point, and a compaction drops only values expired
+//! by the clock of the flushed point (`lsm::Db::compact_step`), so no replayed entry sees a value
+//! missing that was live for it the first time.
 
 // openraft's trait methods return `StorageError`, a large type; the helpers return it as the
 // trait methods do (see the same allowance in the log store).
@@ -52,13 +59,30 @@ type NodeId = u64;
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 
-/// A point of the log the state machine can stand at: an entry's log id and the membership in
-/// effect there. Saved with the engine's tables (format: [`FORMAT`](crate::store::log_store::FORMAT)
-/// tag + postcard).
+/// A point of the log the state machine can stand at: an entry's log id, the membership in
+/// effect there and the entries' clock there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Point {
     last_log_id: Option<LogId<NodeId>>,
     membership: Membership,
+    /// The latest `now_ms` of the writes up to this point: the clock writes are judged by is
+    /// the maximum along the log, so it never goes back when leaders' clocks differ, and a
+    /// replay from this point resumes it exactly.
+    now_ms: u64,
+}
+
+/// What is saved with the engine's tables, atomically with every change of them (format:
+/// [`FORMAT`](crate::store::log_store::FORMAT) tag + postcard).
+///
+/// After a restart the state machine replays the log from `flushed` over tables that already
+/// hold every compaction applied before the crash: `compacted_at` tells which `Compacted` entries
+/// those are, so the replay skips them instead of judging them again against a different version
+/// (an edit refused the first time could fit once a later compaction moved a table away).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Saved {
+    flushed: Point,
+    /// Log index of the last `Compacted` entry applied.
+    compacted_at: u64,
 }
 
 struct State {
@@ -68,6 +92,10 @@ struct State {
     seals: BTreeMap<u64, Point>,
     /// The point saved with the tables.
     flushed: Point,
+    /// The latest `now_ms` of the writes applied (see [`Point::now_ms`]).
+    clock_ms: u64,
+    /// See [`Saved::compacted_at`].
+    compacted_at: u64,
     /// The last snapshot built or installed, with its encoded image.
     current: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
 }
@@ -110,14 +138,15 @@ impl StateMachine {
         opts.wal = false;
         let db = Db::open(dir.as_ref(), opts).map_err(crate::Error::Engine)?;
         let saved = db.app_state();
-        let flushed: Point = if saved.is_empty() {
-            Point::default()
+        let saved: Saved = if saved.is_empty() {
+            Saved::default()
         } else {
             decode(&saved).map_err(|e| crate::Error::Corruption {
                 path: dir.as_ref().to_path_buf(),
                 detail: format!("state saved with the tables: {e}"),
             })?
         };
+        let flushed = saved.flushed;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 db,
@@ -125,6 +154,8 @@ impl StateMachine {
                     last_applied: flushed.last_log_id,
                     membership: flushed.membership.clone(),
                     seals: BTreeMap::new(),
+                    clock_ms: flushed.now_ms,
+                    compacted_at: saved.compacted_at,
                     flushed,
                     current: None,
                 }),
@@ -162,6 +193,13 @@ impl StateMachine {
         self.state().flushed.last_log_id
     }
 
+    /// The entries' clock at the flushed point: no entry a replica can replay over its tables is
+    /// judged at an earlier time, so a compaction may drop what expired by then (and nothing
+    /// later; see `lsm::Db::compact_step`).
+    pub fn flushed_clock(&self) -> u64 {
+        self.state().flushed.now_ms
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Apply holds this lock only over plain data updates; a panic there leaves nothing
         // half-written that the engine does not also guard.
@@ -179,6 +217,8 @@ impl StateMachine {
         let fail = |e: lsm::Error| sm_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e);
         Ok(match cmd {
             Command::Write { ops, now_ms } => {
+                st.clock_ms = st.clock_ms.max(now_ms);
+                let now_ms = st.clock_ms;
                 if index <= db.last_seq() {
                     // A replay: the engine has this write (its reply went out the first time).
                     return Ok(Reply::Write(Vec::new()));
@@ -208,6 +248,7 @@ impl StateMachine {
                         Point {
                             last_log_id: Some(log_id),
                             membership: st.membership.clone(),
+                            now_ms: st.clock_ms,
                         },
                     );
                 }
@@ -221,9 +262,13 @@ impl StateMachine {
                 let Some(point) = st.seals.get(&sealed_at).cloned() else {
                     return Ok(Reply::Tables { applied: false });
                 };
-                let saved = encode(&point).map_err(|e| {
-                    StorageIOError::new(ErrorSubject::Apply(log_id), ErrorVerb::Write, e)
-                })?;
+                let saved = save(
+                    log_id,
+                    &Saved {
+                        flushed: point.clone(),
+                        compacted_at: st.compacted_at,
+                    },
+                )?;
                 let applied = match db.apply_chunk(sealed_at, &edit, &saved) {
                     Err(e) if refused(&e) => return Ok(Reply::Invalid(e.to_string())),
                     r => r.map_err(fail)?,
@@ -239,11 +284,26 @@ impl StateMachine {
                     Ok(e) => e,
                     Err(e) => return Ok(Reply::Invalid(e.to_string())),
                 };
-                match db.apply_compaction(&edit) {
-                    Err(e) if refused(&e) => Reply::Invalid(e.to_string()),
-                    r => Reply::Tables {
-                        applied: r.map_err(fail)?,
+                if index <= st.compacted_at {
+                    // The tables hold this compaction (or a later one, which judged it).
+                    return Ok(Reply::Tables { applied: false });
+                }
+                let saved = save(
+                    log_id,
+                    &Saved {
+                        flushed: st.flushed.clone(),
+                        compacted_at: index,
                     },
+                )?;
+                match db.apply_compaction(&edit, &saved) {
+                    Err(e) if refused(&e) => Reply::Invalid(e.to_string()),
+                    r => {
+                        let applied = r.map_err(fail)?;
+                        if applied {
+                            st.compacted_at = index;
+                        }
+                        Reply::Tables { applied }
+                    }
                 }
             }
         })
@@ -260,14 +320,17 @@ impl StateMachine {
         let point = Point {
             last_log_id: st.last_applied,
             membership: st.membership.clone(),
+            now_ms: st.clock_ms,
         };
         if let Some(id) = point
             .last_log_id
             .filter(|id| Some(*id) > st.flushed.last_log_id)
         {
-            let saved = encode(&point).map_err(|e| {
-                StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
-            })?;
+            let saved = encode(&Saved {
+                flushed: point.clone(),
+                compacted_at: st.compacted_at,
+            })
+            .map_err(|e| StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             db.save_app_state(id.index, &saved)
                 .map_err(|e| sm_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             st.flushed = point.clone();
@@ -309,6 +372,12 @@ impl StateMachine {
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+/// `saved` encoded for the engine, or the storage error of the entry at `log_id`.
+fn save(log_id: LogId<NodeId>, saved: &Saved) -> StoreResult<Vec<u8>> {
+    encode(saved)
+        .map_err(|e| StorageIOError::new(ErrorSubject::Apply(log_id), ErrorVerb::Write, e).into())
 }
 
 /// An edit the engine refuses as such (a level beyond its `num_levels`, a malformed edit): every
@@ -393,8 +462,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let image = ManifestImage::decode(&data)
             .map_err(|e| sm_err(subject.clone(), ErrorVerb::Read, e))?;
-        let point: Point = decode(image.app_state())
+        let saved: Saved = decode(image.app_state())
             .map_err(|e| StorageIOError::new(subject.clone(), ErrorVerb::Read, e))?;
+        let point = saved.flushed;
         if point.last_log_id != meta.last_log_id
             || point.last_log_id.map_or(0, |l| l.index) != image.flushed_seq()
         {
@@ -416,6 +486,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         st.last_applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
         st.seals.clear();
+        st.clock_ms = point.now_ms;
+        st.compacted_at = saved.compacted_at;
         st.flushed = point;
         st.current = Some((meta.clone(), data));
         Ok(())

@@ -56,8 +56,9 @@ use super::flusher::Flusher;
 use super::types::TypeConfig;
 use crate::log::{Log, LogOptions, MetaKind, RecoveryInfo};
 
-/// The format tag in front of every value this module writes.
-pub const FORMAT: u8 = 1;
+/// The format tag in front of every value this module (and the state machine's saved state)
+/// writes. 2: the state machine's saved state gained the entries' clock and the last compaction.
+pub const FORMAT: u8 = 2;
 
 type NodeId = u64;
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
