@@ -18,6 +18,65 @@ pub enum Command {
     /// Runs a node. With no flags: a one-node group on ./strata-data, listening on
     /// 127.0.0.1:8080, tables in a local object store under the data directory.
     Serve(ServeArgs),
+    /// Cluster administration through a running node's admin API.
+    Admin(AdminArgs),
+}
+
+/// `strata admin`: talks to one node's `/admin` API (the node forwards nothing: membership
+/// changes go to the leader, which `status` names).
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Base URL of the node to talk to.
+    #[arg(long, env = "STRATA_NODE", default_value = "http://127.0.0.1:8080")]
+    pub node: String,
+    /// Bearer token of the node's write and admin APIs.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Leader, term, members, log and apply indexes, log and snapshot sizes.
+    Status,
+    /// Forms a new group of these voters (`ID=HOST:PORT` each) on a node started with --join.
+    Init {
+        #[arg(required = true, value_parser = peer)]
+        members: Vec<(u64, String)>,
+    },
+    /// Adds a node as a learner (it receives the log, or a snapshot, but does not vote); waits
+    /// until it has caught up.
+    AddLearner {
+        id: u64,
+        /// The node's advertised HOST:PORT.
+        addr: String,
+    },
+    /// Makes exactly these nodes the voters (learners among them are promoted; voters left out
+    /// become learners, or are removed with --remove).
+    ChangeMembership {
+        #[arg(required = true)]
+        voters: Vec<u64>,
+        /// Drop the nodes that stop being voters instead of keeping them as learners.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+/// `ID=HOST:PORT`.
+pub fn peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{id:?} is not a node id"))?;
+    let addr = addr.trim();
+    if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
+        return Err(format!("{addr:?} is not HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
 }
 
 /// Every option is also read from the environment variable named beside it.
@@ -32,6 +91,26 @@ pub struct ServeArgs {
     /// This node's id in its Raft group.
     #[arg(long, env = "STRATA_NODE_ID", default_value_t = 1)]
     pub node_id: u64,
+    /// HOST:PORT other nodes reach this one at (default: the listen address).
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The group's founding voters, `ID=HOST:PORT` comma-separated, this node among them. On
+    /// first start the node with the smallest id forms the group. Without --peers (and without
+    /// --join) the node forms a one-node group.
+    #[arg(long, env = "STRATA_PEERS", value_delimiter = ',', value_parser = peer)]
+    pub peers: Vec<(u64, String)>,
+    /// Start without forming a group: wait to be added by `strata admin add-learner` (or to
+    /// be named by `strata admin init`).
+    #[arg(long, env = "STRATA_JOIN")]
+    pub join: bool,
+    /// Secret shared by the group's nodes, required on every node-to-node call. Needed with
+    /// --peers or --join; without one, this node refuses all node-to-node calls.
+    #[arg(long, env = "STRATA_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Raft log entries kept behind a snapshot: a follower further behind than this catches up
+    /// by installing the snapshot (the manifest) instead of replaying the log.
+    #[arg(long, env = "STRATA_RAFT_KEEP_ENTRIES", default_value_t = 1000)]
+    pub raft_keep_entries: u64,
     /// Directory of the local object store holding the tables (default: DATA_DIR/objects).
     #[arg(long, env = "STRATA_OBJECT_DIR")]
     pub object_dir: Option<PathBuf>,

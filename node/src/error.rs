@@ -45,3 +45,16 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// A JSON request body, or the 400 (415 without a JSON content type) saying why not.
+pub fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(t)| t).map_err(|e| {
+        if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            ApiError::new(e.status(), "unsupported_media_type", e.body_text())
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })
+}

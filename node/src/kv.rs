@@ -2,8 +2,6 @@
 //! version (the Raft log index of its last write) in the `x-strata-version` header, and JSON
 //! answers carry it in the body too.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -83,20 +81,13 @@ fn versioned(status: StatusCode, version: u64, body: serde_json::Value) -> Respo
     r
 }
 
-/// Proposes one write and waits for its result.
+/// Proposes one write (through the leader) and waits for its result.
 pub(crate) async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
     let cmd = Command::Write {
         ops: vec![op],
         now_ms: now_ms(),
     };
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        state.replica.raft.client_write(cmd),
-    )
-    .await
-    .map_err(|_| ApiError::unavailable("the write was not committed within 10 s"))?
-    .map_err(|e| ApiError::unavailable(format!("the write was not committed: {e}")))?;
-    match r.data {
+    match crate::forward::propose(state, cmd).await? {
         Reply::Write(mut results) if results.len() == 1 => Ok(results.remove(0)),
         Reply::Invalid(m) => Err(ApiError::bad_request(m)),
         other => Err(ApiError::unavailable(format!("unexpected reply {other:?}"))),
@@ -200,12 +191,7 @@ pub async fn get(
     let key = check_key(&key)?;
     let raft = &state.replica.raft;
     match q.consistency.as_deref().unwrap_or("linearizable") {
-        "linearizable" => {
-            tokio::time::timeout(Duration::from_secs(5), raft.ensure_linearizable())
-                .await
-                .map_err(|_| ApiError::unavailable("no read point within 5 s"))?
-                .map_err(|e| ApiError::unavailable(format!("no linearizable read: {e}")))?;
-        }
+        "linearizable" => crate::forward::read_barrier(&state).await?,
         // Without a round trip: this node must lead (it may have been deposed a moment ago).
         "lease" => {
             if raft.metrics().borrow().state != openraft::ServerState::Leader {

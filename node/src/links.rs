@@ -108,7 +108,7 @@ pub async fn create(
     body: Result<Json<CreateLink>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     state.authorize(&headers)?;
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let req = crate::error::json_body(body)?;
     let target = check_target(&req.url)?;
     if let Some(c) = &req.code {
         check_code(c)?;

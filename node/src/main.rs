@@ -1,9 +1,14 @@
 //! `strata`: the Strata node and its admin commands.
 
+mod admin;
+mod admin_cli;
 mod config;
 mod error;
+mod forward;
 mod kv;
 mod links;
+mod network;
+mod rpc;
 mod server;
 
 use std::process::ExitCode;
@@ -28,6 +33,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         config::Command::Serve(args) => runtime.block_on(server::serve(args)),
+        config::Command::Admin(args) => runtime.block_on(admin_cli::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

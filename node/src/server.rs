@@ -7,29 +7,46 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::{BasicNode, Config, SnapshotPolicy};
-use raftlog::inproc;
 use raftlog::{MaintainerOptions, Replica};
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{kv, links};
+use crate::network::{Network, Peers, MAX_RPC_BODY};
+use crate::{admin, kv, links, rpc};
 
 /// What every handler sees.
 #[derive(Clone)]
 pub struct AppState {
     pub replica: Arc<Replica>,
     token: Option<Arc<str>>,
+    cluster_secret: Option<Arc<str>>,
+    peers: Peers,
     redirect: StatusCode,
     public_base: Arc<str>,
+}
+
+/// `a == b`, in time that depends only on their lengths.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl AppState {
     /// The status short-link redirects answer with.
     pub fn redirect_status(&self) -> StatusCode {
         self.redirect
+    }
+
+    /// The cluster secret node-to-node calls must carry (none: they are all refused).
+    pub fn cluster_secret(&self) -> Option<&str> {
+        self.cluster_secret.as_deref()
+    }
+
+    /// Client for calls to other nodes (forwarded writes and reads).
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// What short URLs start with (no trailing slash).
@@ -47,13 +64,7 @@ impl AppState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         // Compared in full whatever the input, so the time taken says nothing of the token.
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
+        let ok = given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes()));
         if ok {
             Ok(())
         } else {
@@ -66,20 +77,68 @@ impl AppState {
     }
 }
 
-fn raft_config() -> Result<Arc<Config>> {
+fn raft_config(args: &ServeArgs) -> Result<Arc<Config>> {
     let c = Config {
         cluster_name: "strata".into(),
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
+        // The maintainer asks for a snapshot whenever the flushed point moves.
         snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: args.raft_keep_entries,
         ..Config::default()
     };
     Ok(Arc::new(c.validate().context("raft configuration")?))
 }
 
-/// Starts the node's replica (a one-node group on first start) and waits until it leads.
-async fn start_replica(args: &ServeArgs) -> Result<Replica> {
+/// How the node joins its group on first start.
+enum Bootstrap {
+    /// Form a group of these voters (this node has the smallest id among them).
+    Form(BTreeMap<u64, BasicNode>),
+    /// Another node forms it, or an admin adds this one.
+    Wait,
+}
+
+fn bootstrap(args: &ServeArgs, advertise: &str) -> Result<Bootstrap> {
+    if args.join {
+        return Ok(Bootstrap::Wait);
+    }
+    if args.peers.is_empty() {
+        return Ok(Bootstrap::Form(BTreeMap::from([(
+            args.node_id,
+            BasicNode::new(advertise),
+        )])));
+    }
+    let members: BTreeMap<u64, BasicNode> = args
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    anyhow::ensure!(
+        members.len() == args.peers.len(),
+        "--peers names a node id twice"
+    );
+    anyhow::ensure!(
+        members.contains_key(&args.node_id),
+        "--peers does not name this node (--node-id {}); a node joining later starts with --join",
+        args.node_id
+    );
+    let first = members.keys().next().copied();
+    Ok(if first == Some(args.node_id) {
+        Bootstrap::Form(members)
+    } else {
+        Bootstrap::Wait
+    })
+}
+
+/// Starts the node's replica; a node that forms its group on first start does so here.
+async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Result<Replica> {
+    let plan = bootstrap(args, advertise)?;
+    let multi = args.join || !args.peers.is_empty();
+    anyhow::ensure!(
+        !multi || args.cluster_secret.is_some(),
+        "--peers and --join need --cluster-secret (STRATA_CLUSTER_SECRET): nodes authenticate each other with it"
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let object_dir = args
@@ -95,7 +154,6 @@ async fn start_replica(args: &ServeArgs) -> Result<Replica> {
         cold_tier: Some(lsm::ColdTier::new(Arc::new(store), "group-1")),
         ..lsm::Options::default()
     };
-    let router = Arc::new(inproc::Router::default());
     let maintainer = MaintainerOptions {
         seal_bytes: memtable,
         ..MaintainerOptions::default()
@@ -105,24 +163,26 @@ async fn start_replica(args: &ServeArgs) -> Result<Replica> {
         id,
         &args.data_dir,
         engine,
-        raft_config()?,
-        router.factory(id),
+        raft_config(args)?,
+        Network::new(peers),
         maintainer,
     )
     .await
     .context("starting the replica")?;
-    router.add(id, replica.raft.clone());
-    // A fresh node forms a one-node group; an initialized one refuses, which is fine.
-    let members = BTreeMap::from([(id, BasicNode::new(args.listen.to_string()))]);
-    if let Err(e) = replica.raft.initialize(members).await {
-        tracing::debug!(error = %e, "not initializing: the group exists");
+    if let Bootstrap::Form(members) = plan {
+        // An initialized node refuses, which is fine: the group exists.
+        if let Err(e) = replica.raft.initialize(members).await {
+            tracing::debug!(error = %e, "not initializing: the group exists");
+        }
     }
-    replica
-        .raft
-        .wait(Some(Duration::from_secs(30)))
-        .current_leader(id, "this node leads its group")
-        .await
-        .context("waiting for the node to lead its group")?;
+    if !multi {
+        replica
+            .raft
+            .wait(Some(Duration::from_secs(30)))
+            .current_leader(id, "this node leads its group")
+            .await
+            .context("waiting for the node to lead its group")?;
+    }
     Ok(replica)
 }
 
@@ -152,7 +212,20 @@ fn router(state: AppState, max_body: usize) -> Router {
         .route("/api/links", axum::routing::post(links::create))
         .route("/api/links/{code}", get(links::info).delete(links::delete))
         .route("/{code}", get(links::redirect))
+        .route("/admin/status", get(admin::status))
+        .route("/admin/init", post(admin::init))
+        .route("/admin/learners", post(admin::add_learner))
+        .route("/admin/membership", post(admin::change_membership))
         .layer(DefaultBodyLimit::max(max_body))
+        .merge(
+            Router::new()
+                .route("/raft/append", post(rpc::append))
+                .route("/raft/vote", post(rpc::vote))
+                .route("/raft/snapshot", post(rpc::snapshot))
+                .route("/raft/propose", post(rpc::propose))
+                .route("/raft/read-index", post(rpc::read_index))
+                .layer(DefaultBodyLimit::max(MAX_RPC_BODY)),
+        )
         .with_state(state)
 }
 
@@ -186,11 +259,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             args.listen
         );
     }
-    let replica = Arc::new(start_replica(&args).await?);
+    // Bound first: with port 0 the advertised address is the one the OS picked.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
+    let advertise = args.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let peers = Peers::new(args.cluster_secret.as_deref().unwrap_or(""))?;
+    let replica = Arc::new(start_replica(&args, &advertise, peers.clone()).await?);
     let public_base = args
         .public_url
         .clone()
@@ -198,6 +274,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let state = AppState {
         replica: replica.clone(),
         token: args.token.as_deref().map(Arc::from),
+        cluster_secret: args.cluster_secret.as_deref().map(Arc::from),
+        peers,
         redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),
         public_base: Arc::from(public_base.trim_end_matches('/')),
     };

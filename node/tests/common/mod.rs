@@ -20,18 +20,18 @@ impl Drop for Node {
     }
 }
 
-/// Starts `strata serve` on a free loopback port and waits for its "listening" line.
+/// Starts `strata serve` (on a free loopback port unless `extra` names one) and waits for its
+/// "listening" line.
 pub fn start(dir: &Path, extra: &[&str]) -> Node {
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--memtable-mb",
-            "1",
-            "--data-dir",
-        ])
+        .args(["serve", "--memtable-mb", "1", "--data-dir"])
         .arg(dir)
+        .args(listen)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -86,8 +86,20 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|| panic!("{method} {path} on {addr}: no answer"))
+}
+
+/// [`request`], or `None` when the node cannot be reached or sends no complete answer.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Resp> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -96,29 +108,25 @@ pub fn request(
         req.push_str(&format!("{n}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes()).ok()?;
     // A server refusing a large body may close before reading it all.
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .and_then(|s| s.parse().ok())?;
     let headers = lines
         .filter_map(|l| l.split_once(": "))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
-    Resp {
+    Some(Resp {
         status,
         headers,
         body: raw[split + 4..].to_vec(),
-    }
+    })
 }

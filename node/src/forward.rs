@@ -1,0 +1,89 @@
+//! Any node serves any request: a write reaching a follower is proposed through the leader, and
+//! a linearizable read on a follower waits until it has applied up to the leader's read index.
+
+use std::time::Duration;
+
+use openraft::error::ForwardToLeader;
+use openraft::BasicNode;
+use raftlog::store::{Command, Reply};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// How long a write may take to commit before the client is told the outcome is unknown.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a linearizable read may wait for its read point.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError> {
+    match (f.leader_id, f.leader_node) {
+        (Some(id), Some(n)) => Ok((id, n.addr)),
+        _ => Err(ApiError::unavailable(
+            "the group has no leader right now; retry",
+        )),
+    }
+}
+
+/// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
+/// reply. A 503 means the outcome is unknown (the write may still commit).
+pub async fn propose(state: &AppState, cmd: Command) -> Result<Reply, ApiError> {
+    let raft = &state.replica.raft;
+    let local = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd.clone()))
+        .await
+        .map_err(|_| ApiError::unavailable("the write was not committed within 10 s"))?;
+    let e = match local {
+        Ok(r) => return Ok(r.data),
+        Err(e) => e,
+    };
+    let Some(f) = e.forward_to_leader::<BasicNode>().cloned() else {
+        return Err(ApiError::unavailable(format!(
+            "the write was not committed: {e}"
+        )));
+    };
+    let (id, addr) = leader(f)?;
+    match state.peers().propose(id, &addr, &cmd, WRITE_TIMEOUT).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(m)) => Err(ApiError::unavailable(format!(
+            "the leader did not commit the write: {m}"
+        ))),
+        Err(e) => Err(ApiError::unavailable(format!(
+            "forwarding the write to the leader failed: {e}"
+        ))),
+    }
+}
+
+/// Returns once a read of this node's state machine is linearizable: on the leader after it
+/// confirms its leadership with a quorum; on a follower after it applied up to the index the
+/// leader hands out for that.
+pub async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
+    let raft = &state.replica.raft;
+    let local = tokio::time::timeout(READ_TIMEOUT, raft.ensure_linearizable())
+        .await
+        .map_err(|_| ApiError::unavailable("no read point within 5 s"))?;
+    let e = match local {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let Some(f) = e.forward_to_leader::<BasicNode>().cloned() else {
+        return Err(ApiError::unavailable(format!("no linearizable read: {e}")));
+    };
+    let (id, addr) = leader(f)?;
+    let index = match state.peers().read_index(id, &addr, READ_TIMEOUT).await {
+        Ok(Ok(id)) => id.map(|l| l.index),
+        Ok(Err(m)) => {
+            return Err(ApiError::unavailable(format!(
+                "the leader gave no read index: {m}"
+            )))
+        }
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "asking the leader for a read index failed: {e}"
+            )))
+        }
+    };
+    raft.wait(Some(READ_TIMEOUT))
+        .applied_index_at_least(index, "read index")
+        .await
+        .map_err(|e| ApiError::unavailable(format!("this node is behind the leader: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Raft between nodes over HTTP: the client side of the RPCs (openraft's network factory) and of
+//! the forwarding calls a follower makes to its leader (a write to propose, a read index).
+//!
+//! Wire format, version 1: `POST /raft/{append,vote,snapshot,propose,read-index}`, the request
+//! body one postcard value (openraft's request, or a [`Command`]), the reply body one postcard
+//! value `Result<Response, RaftError>` as openraft returns it. Every call carries the cluster
+//! secret in [`SECRET_HEADER`]; a node without a secret refuses all of them.
+
+// openraft's RPC errors are large and its trait returns them; the helpers do the same.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, LogId};
+use raftlog::store::{Command, Reply, TypeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Header carrying the cluster secret on node-to-node calls.
+pub const SECRET_HEADER: &str = "x-strata-cluster-secret";
+/// Version of the RPC wire format, sent in [`VERSION_HEADER`]; a node refuses another version.
+pub const WIRE_VERSION: &str = "1";
+/// Header carrying [`WIRE_VERSION`].
+pub const VERSION_HEADER: &str = "x-strata-raft-wire";
+/// Header naming the node id a call is meant for: a node refuses calls for another id, so a
+/// misconfigured address (or two nodes started with one id) fails loudly instead of feeding one
+/// node's messages to another.
+pub const TARGET_HEADER: &str = "x-strata-target-node";
+/// Largest RPC body a node accepts. A larger append is split by openraft (see
+/// [`PayloadTooLarge`]); one larger entry cannot exist (client bodies are far smaller).
+pub const MAX_RPC_BODY: usize = 64 << 20;
+
+/// HTTP client for node-to-node calls, shared by every connection of a node.
+#[derive(Clone)]
+pub struct Peers {
+    http: reqwest::Client,
+    secret: Arc<str>,
+}
+
+/// Why a forwarded call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The peer could not be reached or did not answer in time: the call may or may not have
+    /// taken effect.
+    Unreachable(String),
+    /// The peer answered with an error status (e.g. it refused the secret).
+    Refused(u16, String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            CallError::Refused(s, m) => write!(f, "refused with status {s}: {m}"),
+        }
+    }
+}
+
+impl Peers {
+    /// A client authenticating with `secret`.
+    pub fn new(secret: &str) -> anyhow::Result<Peers> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Peers {
+            http,
+            secret: Arc::from(secret),
+        })
+    }
+
+    /// Posts `req` to `http://{addr}/raft/{path}` and decodes the reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let body = postcard::to_stdvec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        self.post(target, addr, path, body, timeout).await
+    }
+
+    async fn post<Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let url = format!("http://{addr}/raft/{path}");
+        let r = self
+            .http
+            .post(&url)
+            .header(SECRET_HEADER, &*self.secret)
+            .header(VERSION_HEADER, WIRE_VERSION)
+            .header(TARGET_HEADER, target)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(format!("{url}: {e}")))?;
+        let status = r.status();
+        let bytes = r
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable(format!("{url}: {e}")))?;
+        if !status.is_success() {
+            let msg = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+            return Err(CallError::Refused(status.as_u16(), msg));
+        }
+        postcard::from_bytes(&bytes)
+            .map_err(|e| CallError::Unreachable(format!("{url}: undecodable reply: {e}")))
+    }
+
+    /// Proposes `cmd` through the leader (`target` at `addr`).
+    pub async fn propose(
+        &self,
+        target: u64,
+        addr: &str,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<Result<Reply, String>, CallError> {
+        self.call(target, addr, "propose", cmd, timeout).await
+    }
+
+    /// Asks the leader at `addr` for a read index: once this node has applied up to it, a
+    /// local read is linearizable.
+    pub async fn read_index(
+        &self,
+        target: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<Option<LogId<u64>>, String>, CallError> {
+        self.call(target, addr, "read-index", &(), timeout).await
+    }
+}
+
+/// openraft's network factory: one [`Conn`] per target node.
+#[derive(Clone)]
+pub struct Network {
+    peers: Peers,
+}
+
+impl Network {
+    pub fn new(peers: Peers) -> Network {
+        Network { peers }
+    }
+}
+
+/// A connection to one node, at the address its membership entry names.
+pub struct Conn {
+    peers: Peers,
+    target: u64,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Conn;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Conn {
+        Conn {
+            peers: self.peers.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl Conn {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(req)?;
+        self.send(path, body, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let r: Result<Resp, RaftError<u64, E>> = self
+            .peers
+            .post(self.target, &self.addr, path, body, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(
+                    &AnyError::error(format!("node {}: {m}", self.target)),
+                )),
+                CallError::Refused(s, m) => RPCError::Network(NetworkError::new(&AnyError::error(
+                    format!("node {} refused ({s}): {m}", self.target),
+                ))),
+            })?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Conn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let n = rpc.entries.len() as u64;
+        let body = encode(&rpc)?;
+        if body.len() > MAX_RPC_BODY && n > 1 {
+            // openraft retries with at most this many entries.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(n / 2),
+            ));
+        }
+        self.send("append", body, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.rpc("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("vote", &rpc, &option).await
+    }
+}
+
+fn encode<Req: Serialize, E: std::error::Error>(
+    req: &Req,
+) -> Result<Vec<u8>, RPCError<u64, BasicNode, RaftError<u64, E>>> {
+    postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&AnyError::new(&e))))
+}

@@ -1,0 +1,132 @@
+//! The server side of node-to-node calls (wire format in [`crate::network`]): Raft's own RPCs,
+//! and the proposals and read indexes followers forward to their leader. Every call must carry
+//! the cluster secret; a body that does not decode is a 400 and changes nothing.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use raftlog::store::Command;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::network::{SECRET_HEADER, TARGET_HEADER, VERSION_HEADER, WIRE_VERSION};
+use crate::server::AppState;
+
+/// Checks the secret (in constant time) and the wire version, then decodes the body.
+fn admit<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let Some(secret) = state.cluster_secret() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this node has no cluster secret: node-to-node calls are disabled",
+        ));
+    };
+    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
+    if !given.is_some_and(|g| crate::server::same_secret(g, secret.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong cluster secret",
+        ));
+    }
+    let version = headers.get(VERSION_HEADER).map(|v| v.as_bytes());
+    if version != Some(WIRE_VERSION.as_bytes()) {
+        return Err(ApiError::bad_request(format!(
+            "unsupported raft wire version (this node speaks {WIRE_VERSION})"
+        )));
+    }
+    let me = state.replica.raft.metrics().borrow().id;
+    let target = headers
+        .get(TARGET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if target != Some(me) {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "wrong_node",
+            format!("this is node {me}, not {target:?}: check the group's node ids and addresses"),
+        ));
+    }
+    match postcard::take_from_bytes(body) {
+        Ok((v, [])) => Ok(v),
+        Ok(_) => Err(ApiError::bad_request("undecodable body: trailing bytes")),
+        Err(e) => Err(ApiError::bad_request(format!("undecodable body: {e}"))),
+    }
+}
+
+fn reply<T: Serialize>(value: &T) -> Response {
+    match postcard::to_stdvec(value) {
+        Ok(b) => (StatusCode::OK, b).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the reply: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+pub async fn append(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req = admit(&state, &headers, &body)?;
+    Ok(reply(&state.replica.raft.append_entries(req).await))
+}
+
+pub async fn vote(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req = admit(&state, &headers, &body)?;
+    Ok(reply(&state.replica.raft.vote(req).await))
+}
+
+pub async fn snapshot(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req = admit(&state, &headers, &body)?;
+    Ok(reply(&state.replica.raft.install_snapshot(req).await))
+}
+
+/// A write a follower forwards. Only client writes: seals and table edits come from the
+/// leader's own maintainer, never from the network.
+pub async fn propose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let cmd: Command = admit(&state, &headers, &body)?;
+    if !matches!(cmd, Command::Write { .. }) {
+        return Err(ApiError::bad_request("only writes may be forwarded"));
+    }
+    let r: Result<_, String> = match state.replica.raft.client_write(cmd).await {
+        Ok(r) => Ok(r.data),
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(reply(&r))
+}
+
+/// The leader's read index for a follower's linearizable read.
+pub async fn read_index(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admit::<()>(&state, &headers, &body)?;
+    let r: Result<_, String> = match state.replica.raft.get_read_log_id().await {
+        Ok((read, _applied)) => Ok(read),
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(reply(&r))
+}
