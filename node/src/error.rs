@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 /// An error answered to a client.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     /// A stable, machine-readable kind (`bad_request`, `not_found`, `conflict`, ...).
@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields of the body (e.g. the current version of a conflict).
     pub extra: Option<serde_json::Value>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             error,
             message: message.into(),
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -42,7 +45,12 @@ impl IntoResponse for ApiError {
         {
             map.extend(extra);
         }
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use openraft::error::ForwardToLeader;
-use openraft::BasicNode;
-use raftlog::store::{Command, Reply};
+use openraft::{BasicNode, Raft};
+use raftlog::store::{Command, Reply, TypeConfig};
 
 use crate::error::ApiError;
+use crate::network::Peers;
 use crate::server::AppState;
 
 /// How long a write may take to commit before the client is told the outcome is unknown.
@@ -26,8 +27,17 @@ fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError>
 
 /// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
 /// reply. A 503 means the outcome is unknown (the write may still commit).
+#[allow(dead_code)] // single writes go through the batcher; multi-op API calls use this
 pub async fn propose(state: &AppState, cmd: Command) -> Result<Reply, ApiError> {
-    let raft = &state.replica.raft;
+    propose_with(&state.replica.raft, state.peers(), cmd).await
+}
+
+/// [`propose`] with the parts it needs (for tasks that hold no [`AppState`]).
+pub async fn propose_with(
+    raft: &Raft<TypeConfig>,
+    peers: &Peers,
+    cmd: Command,
+) -> Result<Reply, ApiError> {
     let local = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd.clone()))
         .await
         .map_err(|_| ApiError::unavailable("the write was not committed within 10 s"))?;
@@ -41,7 +51,7 @@ pub async fn propose(state: &AppState, cmd: Command) -> Result<Reply, ApiError> 
         )));
     };
     let (id, addr) = leader(f)?;
-    match state.peers().propose(id, &addr, &cmd, WRITE_TIMEOUT).await {
+    match peers.propose(id, &addr, &cmd, WRITE_TIMEOUT).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(m)) => Err(ApiError::unavailable(format!(
             "the leader did not commit the write: {m}"

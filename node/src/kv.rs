@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use raftlog::store::{Command, Op, OpResult, Reply};
+use raftlog::store::{Op, OpResult};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -81,16 +81,13 @@ fn versioned(status: StatusCode, version: u64, body: serde_json::Value) -> Respo
     r
 }
 
-/// Proposes one write (through the leader) and waits for its result.
+/// Proposes one write (through the leader, in a shared entry) and waits for its result.
 pub(crate) async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
-    let cmd = Command::Write {
-        ops: vec![op],
-        now_ms: now_ms(),
-    };
-    match crate::forward::propose(state, cmd).await? {
-        Reply::Write(mut results) if results.len() == 1 => Ok(results.remove(0)),
-        Reply::Invalid(m) => Err(ApiError::bad_request(m)),
-        other => Err(ApiError::unavailable(format!("unexpected reply {other:?}"))),
+    state.admit_write()?;
+    let mut results = state.batcher().write(vec![op]).await?;
+    match results.pop() {
+        Some(r) if results.is_empty() => Ok(r),
+        _ => Err(ApiError::unavailable("unexpected number of results")),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_cli;
+mod batcher;
 mod config;
 mod error;
 mod forward;

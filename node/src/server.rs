@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlog::{MaintainerOptions, Replica};
 
+use crate::batcher::Batcher;
 use crate::config::ServeArgs;
 use crate::error::ApiError;
 use crate::network::{Network, Peers, MAX_RPC_BODY};
@@ -24,6 +25,9 @@ pub struct AppState {
     token: Option<Arc<str>>,
     cluster_secret: Option<Arc<str>>,
     peers: Peers,
+    batcher: Batcher,
+    /// Bytes in memtables beyond which writes are refused (see [`AppState::admit_write`]).
+    backlog_limit: usize,
     redirect: StatusCode,
     public_base: Arc<str>,
 }
@@ -47,6 +51,27 @@ impl AppState {
     /// Client for calls to other nodes (forwarded writes and reads).
     pub fn peers(&self) -> &Peers {
         &self.peers
+    }
+
+    /// Group commit of client writes.
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
+    /// Refuses a write (503, retry later) while the tables fall behind: sealed memtables wait to
+    /// be built and uploaded (say, the object store is slow or down) and the memtables hold more
+    /// than the limit. Without this, memory grows with every write until the process dies.
+    pub fn admit_write(&self) -> Result<(), ApiError> {
+        let (sealed, bytes) = self.replica.sm.backlog();
+        if sealed >= MAX_SEALED && bytes >= self.backlog_limit {
+            let mut e = ApiError::unavailable(format!(
+                "overloaded: {sealed} memtables ({} MiB) wait to be written to the object store; retry later",
+                bytes >> 20
+            ));
+            e.retry_after = Some(1);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// What short URLs start with (no trailing slash).
@@ -90,6 +115,10 @@ fn raft_config(args: &ServeArgs) -> Result<Arc<Config>> {
     };
     Ok(Arc::new(c.validate().context("raft configuration")?))
 }
+
+/// Sealed memtables waiting for upload before the leader stops sealing (and writes are refused
+/// once the memtables also exceed their budget).
+const MAX_SEALED: usize = 4;
 
 /// How the node joins its group on first start.
 enum Bootstrap {
@@ -156,6 +185,7 @@ async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Resul
     };
     let maintainer = MaintainerOptions {
         seal_bytes: memtable,
+        max_sealed: MAX_SEALED,
         ..MaintainerOptions::default()
     };
     let id = args.node_id;
@@ -275,6 +305,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         replica: replica.clone(),
         token: args.token.as_deref().map(Arc::from),
         cluster_secret: args.cluster_secret.as_deref().map(Arc::from),
+        batcher: Batcher::spawn(replica.raft.clone(), peers.clone()),
+        backlog_limit: (args.memtable_mb << 20) * (MAX_SEALED + 2),
         peers,
         redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),
         public_base: Arc::from(public_base.trim_end_matches('/')),

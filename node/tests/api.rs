@@ -165,3 +165,56 @@ fn a_killed_node_restarts_with_every_acknowledged_write_and_exits_cleanly_on_sig
         "exit on SIGTERM"
     );
 }
+
+/// Concurrent writes share Raft entries (fewer entries than writes), yet two writes of one key
+/// never share an entry: each gets its own version, so a compare-and-set can tell them apart.
+#[test]
+fn concurrent_writes_share_entries_but_never_a_version_of_one_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = start(tmp.path(), &[]);
+    let addr = n.addr;
+    let entries = |a| {
+        let s = request(a, "GET", "/admin/status", &[], b"").json();
+        s["last_log_index"].as_u64().expect("last_log_index")
+    };
+    let before = entries(addr);
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut versions = Vec::new();
+                for i in 0..20 {
+                    let own = request(addr, "PUT", &format!("/kv/t{t}/{i}"), &[], b"x");
+                    assert_eq!(own.status, 200, "{}", own.text());
+                    let shared = request(
+                        addr,
+                        "PUT",
+                        "/kv/shared",
+                        &[],
+                        format!("{t}-{i}").as_bytes(),
+                    );
+                    assert_eq!(shared.status, 200, "{}", shared.text());
+                    versions.push(shared.version());
+                }
+                versions
+            })
+        })
+        .collect();
+    let mut shared: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let writes = 32 * 20 * 2;
+    let used = entries(addr) - before;
+    assert!(
+        used < writes,
+        "{writes} concurrent writes took {used} entries: nothing was batched"
+    );
+    shared.sort_unstable();
+    let n_shared = shared.len();
+    shared.dedup();
+    assert_eq!(
+        shared.len(),
+        n_shared,
+        "two writes of one key got one version"
+    );
+}
