@@ -8,6 +8,7 @@ mod error;
 mod forward;
 mod kv;
 mod links;
+mod metrics;
 mod network;
 mod rpc;
 mod server;

@@ -15,6 +15,7 @@ use raftlog::{MaintainerOptions, Replica};
 use crate::batcher::Batcher;
 use crate::config::ServeArgs;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::network::{Network, Peers, MAX_RPC_BODY};
 use crate::{admin, kv, links, rpc};
 
@@ -234,7 +235,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
     }
 }
 
-fn router(state: AppState, max_body: usize) -> Router {
+fn router(state: AppState, max_body: usize, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -257,6 +258,15 @@ fn router(state: AppState, max_body: usize) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_RPC_BODY)),
         )
         .with_state(state)
+        .merge(
+            Router::new()
+                .route("/metrics", get(crate::metrics::handler))
+                .with_state(metrics.clone()),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
 }
 
 async fn shutdown_signal() {
@@ -314,7 +324,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "strata node ready");
     // On stdout, for scripts and tests that start the node on port 0.
     println!("strata: listening on http://{addr}");
-    axum::serve(listener, router(state, args.max_body_bytes))
+    let metrics = Arc::new(Metrics::new(replica.clone()));
+    axum::serve(listener, router(state, args.max_body_bytes, metrics))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;

@@ -218,3 +218,44 @@ fn concurrent_writes_share_entries_but_never_a_version_of_one_key() {
         "two writes of one key got one version"
     );
 }
+
+#[test]
+fn metrics_report_requests_by_route_and_the_replica_s_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = start(tmp.path(), &[]);
+    for i in 0..3 {
+        assert_eq!(
+            request(n.addr, "PUT", &format!("/kv/m{i}"), &[], b"x").status,
+            200
+        );
+    }
+    assert_eq!(request(n.addr, "GET", "/kv/missing", &[], b"").status, 404);
+    let m = request(n.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_string()
+    };
+    // Labels come in registration order: route, method, status.
+    assert!(
+        line("strata_http_requests_total{route=\"/kv/{*key}\",method=\"PUT\",status=\"200\"}")
+            .ends_with(" 3")
+    );
+    assert!(
+        line("strata_http_requests_total{route=\"/kv/{*key}\",method=\"GET\",status=\"404\"}")
+            .ends_with(" 1")
+    );
+    assert!(line("strata_raft_is_leader").ends_with(" 1"));
+    let applied: i64 = line("strata_raft_applied_index ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(applied >= 3, "applied index {applied}");
+    line("strata_http_request_duration_seconds_bucket{");
+    line("strata_engine_memtable_bytes ");
+}

@@ -17,7 +17,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// One subcommand per layer of Strata; `http` will join these.
+/// One subcommand per layer of Strata.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// db_bench-style benchmark of the LSM engine, optionally against RocksDB and fjall.
@@ -28,6 +28,9 @@ pub enum Command {
     /// Write throughput and commit latency of an in-process 3-node Raft group over real files
     /// (fsync included), against a raw fsync baseline measured in the same run.
     Raft(crate::raft::RaftArgs),
+    /// Load over HTTP against a running Strata cluster (or etcd, for comparison): creates,
+    /// redirects, puts and linearizable gets at each connection count, with latencies.
+    Http(crate::http::HttpArgs),
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

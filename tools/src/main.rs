@@ -2,6 +2,7 @@
 
 mod cli;
 mod engines;
+mod http;
 mod measure;
 mod phases;
 mod raft;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         cli::Command::Lsm(args) => runner::run(args),
         cli::Command::Tiered(args) => tiered::run(args),
         cli::Command::Raft(args) => raft::run(args),
+        cli::Command::Http(args) => http::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

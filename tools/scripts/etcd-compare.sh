@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The same put and linearizable-get load against a 3-member etcd cluster and a 3-node Strata
+# cluster, on loopback, one after the other in one run; then short-link creates and redirects
+# against one Strata node. Prints both tables and the ratios.
+#
+#   tools/scripts/etcd-compare.sh            # 10 s per run
+#   SECS=5 CONNS=1,64 tools/scripts/etcd-compare.sh
+#
+# Everything (etcd, the data) lives under a temporary directory removed at exit; the JSON
+# results are copied to $OUT (default ./etcd-compare-results).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${SECS:-10}
+CONNS=${CONNS:-1,64}
+OUT=${OUT:-./etcd-compare-results}
+tools/scripts/install-etcd.sh
+cargo build --release -q -p node -p tools
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+
+wait_http() { # url, what
+  for _ in $(seq 1 150); do
+    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "timed out waiting for $2 ($1)" >&2; exit 1
+}
+
+echo "== etcd: 3 members on 127.0.0.1:2379{1,2,3}"
+CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/e$i" \
+    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token strata-bench \
+    --logger zap --log-level error >"$WORK/e$i.log" 2>&1 &
+  PIDS+=($!)
+done
+for i in 1 2 3; do wait_http "http://127.0.0.1:2379$i/health" "etcd member $i"; done
+ETCD_TARGETS=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
+$BIN/strata-bench http --system etcd --target "$ETCD_TARGETS" --phases put,get \
+  --connections "$CONNS" --seconds "$SECS" --json "$OUT/etcd.json"
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+
+echo "== strata: 3 nodes on 127.0.0.1:1808{1,2,3}"
+PEERS=1=127.0.0.1:18081,2=127.0.0.1:18082,3=127.0.0.1:18083
+for i in 1 2 3; do
+  $BIN/strata serve --node-id "$i" --listen "127.0.0.1:1808$i" --peers "$PEERS" \
+    --cluster-secret bench-secret --token bench-token --link-rate-per-minute 0 \
+    --data-dir "$WORK/s$i" --object-dir "$WORK/objects" >"$WORK/s$i.out" 2>"$WORK/s$i.log" &
+  PIDS+=($!)
+done
+for i in 1 2 3; do wait_http "http://127.0.0.1:1808$i/ready" "strata node $i"; done
+STRATA_TARGETS=http://127.0.0.1:18081,http://127.0.0.1:18082,http://127.0.0.1:18083
+$BIN/strata-bench http --system strata --token bench-token --target "$STRATA_TARGETS" \
+  --phases put,get --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata.json"
+LEADER=$(curl -fsS -H 'Authorization: Bearer bench-token' http://127.0.0.1:18081/admin/status |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_addr"])')
+echo "== strata links on one node (the leader, $LEADER)"
+$BIN/strata-bench http --system strata --token bench-token --target "http://$LEADER" \
+  --phases create,redirect --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata-links.json"
+
+python3 - "$OUT/etcd.json" "$OUT/strata.json" <<'PY'
+import json, sys
+etcd = {(r["phase"], r["connections"]): r for r in json.load(open(sys.argv[1]))["results"]}
+strata = {(r["phase"], r["connections"]): r for r in json.load(open(sys.argv[2]))["results"]}
+print("\n== ratios (strata / etcd, same run)")
+for k in sorted(strata):
+    if k in etcd and etcd[k]["ops_per_sec"] > 0:
+        s, e = strata[k]["ops_per_sec"], etcd[k]["ops_per_sec"]
+        print(f"{k[0]:>5} {k[1]:>3} conns: strata {s:>9.0}/s  etcd {e:>9.0}/s  ratio {s/e:5.2f}x")
+PY
