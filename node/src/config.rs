@@ -17,7 +17,7 @@ pub struct Cli {
 pub enum Command {
     /// Runs a node. With no flags: a one-node group on ./strata-data, listening on
     /// 127.0.0.1:8080, tables in a local object store under the data directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Cluster administration through a running node's admin API.
     Admin(AdminArgs),
 }
@@ -79,9 +79,15 @@ pub fn peer(s: &str) -> Result<(u64, String), String> {
     Ok((id, addr.to_string()))
 }
 
-/// Every option is also read from the environment variable named beside it.
+/// Every option is also read from the environment variable named beside it, and from a TOML
+/// file given with --config (keys are the option names, `data-dir` or `data_dir`; `peers` is an
+/// array of "ID=HOST:PORT"). The command line wins over the environment, which wins over the
+/// file.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file with any of these options.
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Directory holding the node's Raft log, engine and (by default) object store.
     #[arg(long, env = "STRATA_DATA_DIR", default_value = "./strata-data")]
     pub data_dir: PathBuf,
@@ -112,8 +118,36 @@ pub struct ServeArgs {
     #[arg(long, env = "STRATA_RAFT_KEEP_ENTRIES", default_value_t = 1000)]
     pub raft_keep_entries: u64,
     /// Directory of the local object store holding the tables (default: DATA_DIR/objects).
-    #[arg(long, env = "STRATA_OBJECT_DIR")]
+    /// Every node of a group must see the same store: on one machine, give them one directory;
+    /// across machines, use S3.
+    #[arg(long, env = "STRATA_OBJECT_DIR", conflicts_with = "s3_bucket")]
     pub object_dir: Option<PathBuf>,
+    /// Prefix of the group's object names in the store.
+    #[arg(long, env = "STRATA_OBJECT_PREFIX", default_value = "group-1")]
+    pub object_prefix: String,
+    /// Keep the tables in this S3 bucket instead of a local directory.
+    #[arg(long, env = "STRATA_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint (MinIO, R2, ...), e.g. http://127.0.0.1:9000; default AWS.
+    #[arg(long, env = "STRATA_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "STRATA_S3_REGION", requires = "s3_bucket")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (default: the AWS environment and profile chain).
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID", requires_all = ["s3_bucket", "s3_secret_access_key"])]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[arg(
+        long,
+        env = "STRATA_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "s3_access_key_id"
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// Create the bucket at start when it does not exist.
+    #[arg(long, env = "STRATA_S3_CREATE_BUCKET", requires = "s3_bucket")]
+    pub s3_create_bucket: bool,
     /// Memtable size in MiB: the leader seals and uploads a table at this size.
     #[arg(long, env = "STRATA_MEMTABLE_MB", default_value_t = 64)]
     pub memtable_mb: usize,

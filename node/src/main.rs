@@ -4,6 +4,7 @@ mod admin;
 mod admin_cli;
 mod batcher;
 mod config;
+mod config_file;
 mod error;
 mod forward;
 mod kv;
@@ -18,6 +19,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Err(e) = config_file::apply(&argv) {
+        eprintln!("strata: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = config::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -34,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        config::Command::Serve(args) => runtime.block_on(server::serve(args)),
+        config::Command::Serve(args) => runtime.block_on(server::serve(*args)),
         config::Command::Admin(args) => runtime.block_on(admin_cli::run(args)),
     };
     match result {

@@ -161,6 +161,37 @@ fn bootstrap(args: &ServeArgs, advertise: &str) -> Result<Bootstrap> {
     })
 }
 
+/// The group's shared object store: an S3 bucket, or a local directory.
+fn object_store(args: &ServeArgs) -> Result<Arc<dyn lsm::object::ObjectStore>> {
+    if let Some(bucket) = &args.s3_bucket {
+        let mut cfg = lsm::object::S3Config::new(bucket.clone());
+        if let Some(e) = &args.s3_endpoint {
+            cfg = cfg.with_endpoint(e.clone());
+        }
+        if let Some(r) = &args.s3_region {
+            cfg = cfg.with_region(r.clone());
+        }
+        if let (Some(id), Some(secret)) = (&args.s3_access_key_id, &args.s3_secret_access_key) {
+            cfg = cfg.with_static_credentials(id.clone(), secret.clone());
+        }
+        let store = lsm::object::S3Store::new(cfg)
+            .with_context(|| format!("configuring S3 bucket {bucket}"))?;
+        if args.s3_create_bucket {
+            store
+                .create_bucket_if_missing()
+                .with_context(|| format!("creating S3 bucket {bucket}"))?;
+        }
+        return Ok(Arc::new(store));
+    }
+    let dir = args
+        .object_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("objects"));
+    let store = lsm::object::LocalDirStore::open(&dir)
+        .with_context(|| format!("opening the object store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
 /// Starts the node's replica; a node that forms its group on first start does so here.
 async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Result<Replica> {
     let plan = bootstrap(args, advertise)?;
@@ -171,17 +202,12 @@ async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Resul
     );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let object_dir = args
-        .object_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("objects"));
-    let store = lsm::object::LocalDirStore::open(&object_dir)
-        .with_context(|| format!("opening the object store in {}", object_dir.display()))?;
+    let store = object_store(args)?;
     let memtable = args.memtable_mb << 20;
     let engine = lsm::Options {
         write_buffer_size: memtable,
         block_cache_bytes: args.block_cache_mb << 20,
-        cold_tier: Some(lsm::ColdTier::new(Arc::new(store), "group-1")),
+        cold_tier: Some(lsm::ColdTier::new(store, args.object_prefix.clone())),
         ..lsm::Options::default()
     };
     let maintainer = MaintainerOptions {
