@@ -9,6 +9,7 @@ mod kv;
 mod links;
 mod network;
 mod rpc;
+mod scan;
 mod server;
 
 use std::process::ExitCode;

@@ -208,6 +208,7 @@ fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/kv", get(kv::scan))
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/api/links", axum::routing::post(links::create))
         .route("/api/links/{code}", get(links::info).delete(links::delete))
