@@ -8,9 +8,11 @@ mod forward;
 mod kv;
 mod links;
 mod network;
+mod ratelimit;
 mod rpc;
 mod scan;
 mod server;
+mod visits;
 
 use std::process::ExitCode;
 
