@@ -94,6 +94,9 @@ pub fn status_json(state: &AppState) -> Value {
         "snapshot_bytes": sm.db().export_image().encode().len(),
         "tables": engine.levels.iter().map(|l| l.files).sum::<usize>(),
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
+        // Links with visits counted here and not yet written (see crate::visits).
+        "links_with_unwritten_visits": state.visits.pending_links(),
+        "rate_limited_clients": state.link_limiter().clients(),
     })
 }
 

@@ -167,6 +167,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+    /// Links each client address (IPv6: each /64) may create per minute, in bursts of as
+    /// many; 0: no limit. A batch counts each link.
+    #[arg(long, env = "STRATA_LINK_RATE_PER_MINUTE", default_value_t = 600)]
+    pub link_rate_per_minute: u32,
 }
 
 fn redirect_status(s: &str) -> Result<u16, String> {

@@ -27,8 +27,9 @@ fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError>
 
 /// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
 /// reply. A 503 means the outcome is unknown (the write may still commit).
-#[allow(dead_code)] // single writes go through the batcher; multi-op API calls use this
+/// Refused (503) while the tables fall behind (see [`AppState::admit_write`]).
 pub async fn propose(state: &AppState, cmd: Command) -> Result<Reply, ApiError> {
+    state.admit_write()?;
     propose_with(&state.replica.raft, state.peers(), cmd).await
 }
 

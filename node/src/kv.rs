@@ -16,6 +16,7 @@ use crate::server::AppState;
 /// Response header carrying a key's version.
 pub const VERSION_HEADER: &str = "x-strata-version";
 
+/// Query of `PUT` and `DELETE /kv/{key}`.
 #[derive(Debug, Default, Deserialize)]
 pub struct PutQuery {
     /// Time to live in seconds.
@@ -26,11 +27,14 @@ pub struct PutQuery {
     if_version: Option<u64>,
 }
 
+/// Query of `GET /kv/{key}`.
 #[derive(Debug, Default, Deserialize)]
 pub struct GetQuery {
     /// `linearizable` (default), `lease` or `stale`.
     consistency: Option<String>,
 }
+
+pub use crate::scan::scan;
 
 fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
     if key.is_empty() {
@@ -91,6 +95,7 @@ pub(crate) async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiErr
     }
 }
 
+/// `PUT /kv/{key}`: sets the key (conditionally with `if_absent` or `if_version`).
 pub async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -127,6 +132,7 @@ pub async fn put(
     written(propose(&state, op).await?)
 }
 
+/// `DELETE /kv/{key}`: removes the key (conditionally with `if_version`).
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,28 +186,35 @@ fn written(r: OpResult) -> Result<Response, ApiError> {
     })
 }
 
+/// Waits until a local read gives the asked `consistency` (`linearizable` when not given).
+pub(crate) async fn read_point(
+    state: &AppState,
+    consistency: Option<&str>,
+) -> Result<(), ApiError> {
+    match consistency.unwrap_or("linearizable") {
+        "linearizable" => crate::forward::read_barrier(state).await,
+        // Without a round trip: this node must lead (it may have been deposed a moment ago).
+        "lease" => {
+            if state.replica.raft.metrics().borrow().state != openraft::ServerState::Leader {
+                return Err(ApiError::unavailable("this node does not lead"));
+            }
+            Ok(())
+        }
+        "stale" => Ok(()),
+        other => Err(ApiError::bad_request(format!(
+            "consistency must be linearizable, lease or stale, not {other:?}"
+        ))),
+    }
+}
+
+/// `GET /kv/{key}`: the value as the body, its version in the version header.
 pub async fn get(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
     let key = check_key(&key)?;
-    let raft = &state.replica.raft;
-    match q.consistency.as_deref().unwrap_or("linearizable") {
-        "linearizable" => crate::forward::read_barrier(&state).await?,
-        // Without a round trip: this node must lead (it may have been deposed a moment ago).
-        "lease" => {
-            if raft.metrics().borrow().state != openraft::ServerState::Leader {
-                return Err(ApiError::unavailable("this node does not lead"));
-            }
-        }
-        "stale" => {}
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "consistency must be linearizable, lease or stale, not {other:?}"
-            )))
-        }
-    }
+    read_point(&state, q.consistency.as_deref()).await?;
     let v = state
         .replica
         .sm

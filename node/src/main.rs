@@ -11,8 +11,11 @@ mod kv;
 mod links;
 mod metrics;
 mod network;
+mod ratelimit;
 mod rpc;
+mod scan;
 mod server;
+mod visits;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 //! The node: one replica started from the data directory, and the HTTP API in front of it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::config::ServeArgs;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::network::{Network, Peers, MAX_RPC_BODY};
+use crate::ratelimit::RateLimiter;
+use crate::visits::Visits;
 use crate::{admin, kv, links, rpc};
 
 /// What every handler sees.
@@ -31,6 +34,9 @@ pub struct AppState {
     backlog_limit: usize,
     redirect: StatusCode,
     public_base: Arc<str>,
+    /// Redirects counted here and not yet written.
+    pub visits: Arc<Visits>,
+    link_limiter: Arc<RateLimiter>,
 }
 
 /// `a == b`, in time that depends only on their lengths.
@@ -73,6 +79,11 @@ impl AppState {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The per-client limit on link creation.
+    pub fn link_limiter(&self) -> &RateLimiter {
+        &self.link_limiter
     }
 
     /// What short URLs start with (no trailing slash).
@@ -265,8 +276,10 @@ fn router(state: AppState, max_body: usize, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/kv", get(kv::scan))
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/api/links", axum::routing::post(links::create))
+        .route("/api/links", post(links::create))
+        .route("/api/links/batch", post(links::create_batch))
         .route("/api/links/{code}", get(links::info).delete(links::delete))
         .route("/{code}", get(links::redirect))
         .route("/admin/status", get(admin::status))
@@ -293,6 +306,36 @@ fn router(state: AppState, max_body: usize, metrics: Arc<Metrics>) -> Router {
             metrics,
             crate::metrics::track,
         ))
+}
+
+/// How long shutdown waits for the last visit flush.
+const CHORES_STOP: Duration = Duration::from_secs(5);
+/// Rate-limit buckets are swept of idle clients every this many flushes.
+const SWEEP_EVERY: u32 = 60;
+
+/// Periodic work: flushes visit counts every [`crate::visits::FLUSH_INTERVAL`], sweeps idle
+/// rate-limit buckets now and then; on `stop`, flushes one last time and returns.
+async fn background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::visits::FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
+    loop {
+        // Only the wait is cancelled on stop, never a flush half done.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if let Err(e) = state.visits.flush(&state).await {
+            tracing::warn!(error = %e.message, "writing visit counts failed; retrying later");
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(SWEEP_EVERY) {
+            state.link_limiter().sweep();
+        }
+    }
+    if let Err(e) = state.visits.flush(&state).await {
+        tracing::warn!(error = %e.message, "writing the last visit counts failed");
+    }
 }
 
 async fn shutdown_signal() {
@@ -346,15 +389,28 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         peers,
         redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),
         public_base: Arc::from(public_base.trim_end_matches('/')),
+        visits: Arc::new(Visits::default()),
+        link_limiter: Arc::new(RateLimiter::new(args.link_rate_per_minute)),
     };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let chores = tokio::spawn(background(state.clone(), stopped));
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "strata node ready");
     // On stdout, for scripts and tests that start the node on port 0.
     println!("strata: listening on http://{addr}");
     let metrics = Arc::new(Metrics::new(replica.clone()));
-    axum::serve(listener, router(state, args.max_body_bytes, metrics))
+    // The peer address keys the per-client rate limit.
+    let app = router(state, args.max_body_bytes, metrics)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    // Best effort: write the visits counted since the last flush before Raft stops.
+    let _ = stop.send(true);
+    if tokio::time::timeout(CHORES_STOP, chores).await.is_err() {
+        tracing::warn!("the last visit counts were not written in time");
+    }
+    served?;
     // Requests are done; stop Raft (the memtables' writes are in the Raft log).
     let _ = replica.raft.shutdown().await;
     Ok(())

@@ -259,3 +259,192 @@ fn metrics_report_requests_by_route_and_the_replica_s_state() {
     line("strata_http_request_duration_seconds_bucket{");
     line("strata_engine_memtable_bytes ");
 }
+
+/// Every key of a scan, page by page, following the cursor; checks each page's size.
+fn scan_all(addr: std::net::SocketAddr, query: &str, limit: usize) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut path = format!("/kv?{query}&limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let r = request(addr, "GET", &path, &[], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let page = r.json();
+        let got = page["items"].as_array().unwrap().clone();
+        assert!(got.len() <= limit, "{path}: {} items", got.len());
+        match page["cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(got.len(), limit, "only a full page has a next one");
+                cursor = Some(c.to_string());
+                items.extend(got);
+            }
+            None => {
+                items.extend(got);
+                return items;
+            }
+        }
+    }
+    panic!("{query}: the cursor never ended");
+}
+
+fn keys(items: &[serde_json::Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn scans_page_through_ranges_and_prefixes_and_never_show_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = start(tmp.path(), &[]);
+    let mut versions = std::collections::HashMap::new();
+    for i in 0..250 {
+        let r = request(
+            n.addr,
+            "PUT",
+            &format!("/kv/scan/k{i:03}"),
+            &[],
+            format!("v{i}").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        versions.insert(format!("scan/k{i:03}"), r.version());
+    }
+    for k in ["a-before", "scan0", "zz-after"] {
+        assert_eq!(
+            request(n.addr, "PUT", &format!("/kv/{k}"), &[], b"x").status,
+            200
+        );
+    }
+    assert_eq!(
+        request(n.addr, "PUT", "/kv/bin/x", &[], &[0xff, 0xfe, 0]).status,
+        200
+    );
+    // Links (and, once flushed, a visit counter) live under link/, between these keys.
+    let r = request(
+        n.addr,
+        "POST",
+        "/api/links",
+        &[("Content-Type", "application/json")],
+        br#"{"url":"https://example.com/","code":"scanme"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(request(n.addr, "GET", "/scanme", &[], b"").status, 302);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let want: Vec<String> = (0..250).map(|i| format!("scan/k{i:03}")).collect();
+    // Forward, by prefix, over three pages; every key once, in order, with its version.
+    let items = scan_all(n.addr, "prefix=scan/", 100);
+    assert_eq!(keys(&items), want);
+    for it in &items {
+        let k = it["key"].as_str().unwrap();
+        assert_eq!(it["version"].as_u64(), Some(versions[k]), "{k}");
+        assert_eq!(it["value"], format!("v{}", k[6..].parse::<u32>().unwrap()));
+        assert!(it.get("encoding").is_none());
+    }
+    // Reverse, with a page size that does not divide 250.
+    let mut rev = want.clone();
+    rev.reverse();
+    assert_eq!(
+        keys(&scan_all(n.addr, "prefix=scan/&reverse=true", 70)),
+        rev
+    );
+    // start/end: end exclusive, both directions, paged.
+    let mid: Vec<String> = (100..110).map(|i| format!("scan/k{i:03}")).collect();
+    assert_eq!(
+        keys(&scan_all(n.addr, "start=scan/k100&end=scan/k110", 3)),
+        mid
+    );
+    let mut mid_rev = mid.clone();
+    mid_rev.reverse();
+    assert_eq!(
+        keys(&scan_all(
+            n.addr,
+            "start=scan/k100&end=scan/k110&reverse=true",
+            4
+        )),
+        mid_rev
+    );
+    assert_eq!(
+        keys(&scan_all(n.addr, "start=scan/k248", 10)),
+        ["scan/k248", "scan/k249", "scan0", "zz-after"]
+    );
+
+    // The whole key space: no link/ key, whatever the page size or direction.
+    let mut all = vec!["a-before".to_string(), "bin/x".into()];
+    all.extend(want.iter().cloned());
+    all.extend(["scan0".to_string(), "zz-after".into()]);
+    for limit in [1, 7, 1000] {
+        assert_eq!(
+            keys(&scan_all(n.addr, "consistency=stale", limit)),
+            all,
+            "{limit}"
+        );
+    }
+    let mut all_rev = all.clone();
+    all_rev.reverse();
+    assert_eq!(
+        keys(&scan_all(n.addr, "reverse=true&consistency=lease", 6)),
+        all_rev
+    );
+    // Around the link range: "lin..." to "m" holds only links.
+    assert_eq!(scan_all(n.addr, "start=lin&end=m", 5).len(), 0);
+    assert_eq!(scan_all(n.addr, "prefix=lin", 5).len(), 0);
+    assert_eq!(
+        scan_all(n.addr, "prefix=&reverse=true", 1000).len(),
+        all.len()
+    );
+    // Binary values come back as base64.
+    let bin = scan_all(n.addr, "prefix=bin/", 10);
+    assert_eq!(
+        (bin[0]["value"].as_str(), bin[0]["encoding"].as_str()),
+        (Some("//4A"), Some("base64"))
+    );
+
+    // Deleted and expired keys are not listed.
+    assert_eq!(
+        request(n.addr, "DELETE", "/kv/scan/k005", &[], b"").status,
+        200
+    );
+    assert_eq!(
+        request(n.addr, "PUT", "/kv/scan/k0051?ttl=1", &[], b"t").status,
+        200
+    );
+    assert!(keys(&scan_all(n.addr, "prefix=scan/k005", 10)) == ["scan/k0051"]);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(scan_all(n.addr, "prefix=scan/k005", 10).is_empty());
+
+    // Refused: reserved ranges, bad limits, mixed bounds, a cursor of the other direction.
+    let fwd = request(n.addr, "GET", "/kv?prefix=scan/&limit=2", &[], b"").json();
+    let fwd_cursor = fwd["cursor"].as_str().unwrap().to_string();
+    for q in [
+        "prefix=link/".to_string(),
+        "prefix=link/scanme".into(),
+        "start=link/".into(),
+        "start=a&end=link/scanme/visits".into(),
+        "limit=0".into(),
+        "limit=1001".into(),
+        "limit=x".into(),
+        "prefix=a&start=b".into(),
+        "consistency=sometimes".into(),
+        "reverse=maybe".into(),
+        "bogus=1".into(),
+        "cursor=%21%21".into(),
+        format!("reverse=true&cursor={fwd_cursor}"),
+    ] {
+        let r = request(n.addr, "GET", &format!("/kv?{q}"), &[], b"");
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert_eq!(r.json()["error"], "bad_request", "{q}");
+    }
+    // The KV API cannot read the link's records by key either.
+    assert_eq!(
+        request(n.addr, "GET", "/kv/link/scanme", &[], b"").status,
+        400
+    );
+    assert_eq!(
+        request(n.addr, "GET", "/kv/link/scanme/visits", &[], b"").status,
+        400
+    );
+}

@@ -281,3 +281,91 @@ fn forged_raft_rpcs_are_refused_and_change_nothing() {
     // The node still works.
     assert!(put(n.addr, "after", b"ok").is_some());
 }
+
+#[test]
+fn visits_counted_on_every_node_add_up_and_scans_work_through_followers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = tmp.path().join("objects");
+    let nodes: Vec<Node> = (1..=3u64)
+        .map(|i| {
+            start_member(
+                i,
+                &tmp.path().join(format!("n{i}")),
+                &objects,
+                "127.0.0.1:0",
+            )
+        })
+        .collect();
+    let all: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let members: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ((i + 1).to_string(), a.to_string().into()))
+        .collect();
+    let body = serde_json::json!({ "members": members }).to_string();
+    let r = request(all[0], "POST", "/admin/init", &auth(), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for_leader(&all, None);
+    let r = request(
+        all[1],
+        "POST",
+        "/api/links",
+        &auth(),
+        br#"{"url":"https://example.com/","code":"everywhere"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    for i in 0..30 {
+        assert!(put(all[i % 3], &format!("s/{i:02}"), b"x").is_some());
+    }
+
+    // Every node counts its own redirects of one link at once, so their counter updates
+    // conflict (compare-and-set) and are retried: the total must still come out exact.
+    std::thread::scope(|s| {
+        for a in &all {
+            let a = *a;
+            s.spawn(move || {
+                for _ in 0..30 {
+                    // A node that has not applied the link yet answers 404; retry it.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    loop {
+                        let st = request(a, "GET", "/everywhere", &[], b"").status;
+                        if st == 302 {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "redirect on {a}: {st}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let counts: Vec<u64> = all
+            .iter()
+            .map(|a| {
+                let r = request(*a, "GET", "/api/links/everywhere", &[], b"");
+                r.json()["visits"].as_u64().unwrap()
+            })
+            .collect();
+        if counts.iter().all(|&c| c == 90) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "visits per node: {counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A linearizable scan through each node sees every key, and no link record.
+    for a in &all {
+        let r = request(*a, "GET", "/kv?limit=1000", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let keys: Vec<String> = r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..30).map(|i| format!("s/{i:02}")).collect();
+        assert_eq!(keys, want, "on {a}");
+    }
+}

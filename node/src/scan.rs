@@ -1,0 +1,337 @@
+//! `GET /kv`: range and prefix scans over the key-value space, in key order or in reverse, one
+//! page at a time. Keys under the short-link prefix (`link/`) are never returned: the scanned
+//! range is cut around them, so a scan neither shows nor walks over them.
+//!
+//! A page is `{"items": [{"key", "value", "version"}...], "cursor"}`. Values (and keys) that are
+//! not UTF-8 are base64 (standard alphabet, padded) with `"encoding": "base64"` (for keys,
+//! `"key_encoding": "base64"`). `cursor` is `null` on the last page; otherwise passing it back
+//! as `?cursor=` (with the same range) resumes right after the page.
+
+use std::ops::Bound;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::links::KEY_PREFIX;
+use crate::server::AppState;
+
+/// Items per page when the query names no `limit`.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The largest `limit` accepted.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Cursor tags: a cursor resumes a scan in the direction it was handed out for only (a forward
+/// cursor is an inclusive start, a reverse one an exclusive end).
+const FORWARD: u8 = b'f';
+const REVERSE: u8 = b'r';
+
+/// Query of `GET /kv`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanQuery {
+    /// Only keys starting with this (not with `start` or `end`).
+    prefix: Option<String>,
+    /// Smallest key (inclusive).
+    start: Option<String>,
+    /// Key the range stops before (exclusive).
+    end: Option<String>,
+    /// Items per page: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] by default.
+    limit: Option<usize>,
+    /// Largest key first.
+    reverse: Option<bool>,
+    /// `linearizable` (default), `lease` or `stale`, as for `GET /kv/{key}`.
+    consistency: Option<String>,
+    /// Where the previous page stopped.
+    cursor: Option<String>,
+}
+
+/// A query bound naming a reserved key is refused outright rather than silently cut: the
+/// caller asked for something the KV API does not serve. `end` may be the prefix itself
+/// ("everything before the links").
+fn check_bound(name: &str, key: &str) -> Result<(), ApiError> {
+    if key.starts_with(KEY_PREFIX) && !(name == "end" && key == KEY_PREFIX) {
+        return Err(ApiError::bad_request(format!(
+            "{name}: keys starting with {KEY_PREFIX:?} are reserved for short links"
+        )));
+    }
+    Ok(())
+}
+
+/// The smallest key greater than every key starting with `prefix` (none: no upper bound).
+fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < 0xff {
+            p.push(last + 1);
+            return Bound::Excluded(p);
+        }
+    }
+    Bound::Unbounded
+}
+
+/// The tighter of two lower bounds.
+fn max_lower(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    use Bound::*;
+    match (a, b) {
+        (Unbounded, x) | (x, Unbounded) => x,
+        (Included(x), Included(y)) => Included(x.max(y)),
+        (Excluded(x), Excluded(y)) => Excluded(x.max(y)),
+        (Included(i), Excluded(e)) | (Excluded(e), Included(i)) => {
+            if i > e {
+                Included(i)
+            } else {
+                Excluded(e)
+            }
+        }
+    }
+}
+
+/// The tighter of two upper bounds.
+fn min_upper(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    use Bound::*;
+    match (a, b) {
+        (Unbounded, x) | (x, Unbounded) => x,
+        (Included(x), Included(y)) => Included(x.min(y)),
+        (Excluded(x), Excluded(y)) => Excluded(x.min(y)),
+        (Included(i), Excluded(e)) | (Excluded(e), Included(i)) => {
+            if i < e {
+                Included(i)
+            } else {
+                Excluded(e)
+            }
+        }
+    }
+}
+
+/// A range of keys: lower and upper bound.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The key range `[lo, hi)` minus the reserved link keys, as up to two ranges in key order.
+fn segments(lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> [KeyRange; 2] {
+    let reserved_lo = KEY_PREFIX.as_bytes().to_vec();
+    let reserved_hi = prefix_end(KEY_PREFIX.as_bytes());
+    let below = (
+        lo.clone(),
+        min_upper(hi.clone(), Bound::Excluded(reserved_lo)),
+    );
+    let above = match reserved_hi {
+        Bound::Excluded(k) => (max_lower(lo, Bound::Included(k)), hi),
+        // Not reachable for a prefix that does not end in 0xff bytes; nothing lies above then.
+        _ => (Bound::Excluded(Vec::new()), Bound::Excluded(Vec::new())),
+    };
+    [below, above]
+}
+
+/// An opaque cursor: the direction tag and the key, base64url.
+fn encode_cursor(tag: u8, key: &[u8]) -> String {
+    let mut raw = Vec::with_capacity(key.len() + 1);
+    raw.push(tag);
+    raw.extend_from_slice(key);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str, tag: u8) -> Result<Vec<u8>, ApiError> {
+    let bad = || ApiError::bad_request("the cursor is not one this API handed out");
+    let mut raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    match raw.first() {
+        Some(&t) if t == tag => Ok(raw.split_off(1)),
+        Some(&(FORWARD | REVERSE)) => Err(ApiError::bad_request(
+            "the cursor was handed out for a scan in the other direction",
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// A string field, or its base64 and a marker field when it is not UTF-8.
+fn put_bytes(
+    item: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    marker: &str,
+    b: &[u8],
+) {
+    match std::str::from_utf8(b) {
+        Ok(s) => {
+            item.insert(name.into(), s.into());
+        }
+        Err(_) => {
+            item.insert(name.into(), STANDARD.encode(b).into());
+            item.insert(marker.into(), "base64".into());
+        }
+    }
+}
+
+/// `GET /kv?prefix=P` or `GET /kv?start=S&end=E` (either bound optional): one page of the live
+/// pairs in the range, with `limit`, `reverse`, `consistency` and `cursor` as described in the
+/// module documentation.
+pub async fn scan(
+    State(state): State<AppState>,
+    q: Result<Query<ScanQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let reverse = q.reverse.unwrap_or(false);
+    let (mut lo, mut hi) = match (&q.prefix, &q.start, &q.end) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "prefix cannot be combined with start or end",
+            ))
+        }
+        (Some(p), None, None) => {
+            check_bound("prefix", p)?;
+            (
+                Bound::Included(p.as_bytes().to_vec()),
+                prefix_end(p.as_bytes()),
+            )
+        }
+        (None, start, end) => {
+            let lo = match start {
+                Some(s) => {
+                    check_bound("start", s)?;
+                    Bound::Included(s.as_bytes().to_vec())
+                }
+                None => Bound::Unbounded,
+            };
+            let hi = match end {
+                Some(e) => {
+                    check_bound("end", e)?;
+                    Bound::Excluded(e.as_bytes().to_vec())
+                }
+                None => Bound::Unbounded,
+            };
+            (lo, hi)
+        }
+    };
+    // The cursor narrows the range (never widens it: a cursor from elsewhere reads nothing
+    // outside what the query names).
+    if let Some(c) = &q.cursor {
+        if reverse {
+            hi = min_upper(hi, Bound::Excluded(decode_cursor(c, REVERSE)?));
+        } else {
+            lo = max_lower(lo, Bound::Included(decode_cursor(c, FORWARD)?));
+        }
+    }
+    crate::kv::read_point(&state, q.consistency.as_deref()).await?;
+
+    // Reading tables may wait on the object store: off the async workers.
+    let replica = state.replica.clone();
+    let page =
+        tokio::task::spawn_blocking(move || read_page(replica.sm.db(), lo, hi, limit, reverse))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))??;
+    Ok(Json(page).into_response())
+}
+
+/// Reads up to `limit` pairs (and one more, to know whether a next page exists).
+fn read_page(
+    db: &lsm::Db,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    limit: usize,
+    reverse: bool,
+) -> Result<serde_json::Value, ApiError> {
+    let mut segs = segments(lo, hi);
+    if reverse {
+        segs.reverse();
+    }
+    let mut found: Vec<(Bytes, Bytes)> = Vec::with_capacity(limit + 1);
+    'segments: for seg in segs {
+        let it = db.range(seg);
+        let it: Box<dyn Iterator<Item = lsm::Result<(Bytes, Bytes)>>> = if reverse {
+            Box::new(it.rev())
+        } else {
+            Box::new(it)
+        };
+        for r in it {
+            let pair = r.map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))?;
+            found.push(pair);
+            if found.len() > limit {
+                break 'segments;
+            }
+        }
+    }
+    let cursor = if found.len() > limit {
+        found.truncate(limit + 1);
+        let c = if reverse {
+            // The last key returned: the next page ends (exclusive) there.
+            encode_cursor(REVERSE, &found[limit - 1].0)
+        } else {
+            // The first key not returned: the next page starts (inclusive) there.
+            encode_cursor(FORWARD, &found[limit].0)
+        };
+        found.truncate(limit);
+        Some(c)
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(found.len());
+    for (key, stored) in found {
+        let v = raftlog::sm::value::decode(stored).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "the stored value of {:?} is damaged",
+                String::from_utf8_lossy(&key)
+            ))
+        })?;
+        let mut item = serde_json::Map::new();
+        put_bytes(&mut item, "key", "key_encoding", &key);
+        put_bytes(&mut item, "value", "encoding", &v.value);
+        item.insert("version".into(), v.version.into());
+        items.push(serde_json::Value::Object(item));
+    }
+    Ok(serde_json::json!({ "items": items, "cursor": cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inc(k: &str) -> Bound<Vec<u8>> {
+        Bound::Included(k.as_bytes().to_vec())
+    }
+    fn exc(k: &str) -> Bound<Vec<u8>> {
+        Bound::Excluded(k.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn ranges_are_cut_around_the_link_keys() {
+        let [a, b] = segments(Bound::Unbounded, Bound::Unbounded);
+        assert_eq!(a, (Bound::Unbounded, exc("link/")));
+        assert_eq!(b, (inc("link0"), Bound::Unbounded));
+        let [a, b] = segments(inc("a"), exc("c"));
+        assert_eq!(a, (inc("a"), exc("c")));
+        assert_eq!(b, (inc("link0"), exc("c")), "empty: lo > hi");
+        let [a, b] = segments(inc("link/x"), exc("m"));
+        assert_eq!(a, (inc("link/x"), exc("link/")), "empty: lo > hi");
+        assert_eq!(b, (inc("link0"), exc("m")));
+    }
+
+    #[test]
+    fn bounds_and_cursors() {
+        assert_eq!(max_lower(inc("b"), exc("b")), exc("b"));
+        assert_eq!(max_lower(inc("c"), exc("b")), inc("c"));
+        assert_eq!(min_upper(inc("b"), exc("b")), exc("b"));
+        assert_eq!(min_upper(Bound::Unbounded, inc("a")), inc("a"));
+        assert_eq!(prefix_end(b"ab"), exc("ac"));
+        assert_eq!(prefix_end(&[0xff]), Bound::Unbounded);
+        let c = encode_cursor(FORWARD, b"k/\xff1");
+        assert_eq!(decode_cursor(&c, FORWARD).unwrap(), b"k/\xff1");
+        assert!(decode_cursor(&c, REVERSE).is_err());
+        assert!(decode_cursor("!!", FORWARD).is_err());
+        assert!(decode_cursor("", FORWARD).is_err());
+        assert!(check_bound("start", "link/a").is_err());
+        assert!(check_bound("end", "link/").is_ok());
+        assert!(check_bound("end", "link/a").is_err());
+        assert!(check_bound("prefix", "lin").is_ok());
+    }
+}
