@@ -13,8 +13,7 @@ use crate::server::AppState;
 
 /// How long a write may take to commit before the client is told the outcome is unknown.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a linearizable read may wait for its read point.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::reads::READ_TIMEOUT;
 
 fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError> {
     match (f.leader_id, f.leader_node) {
@@ -63,36 +62,14 @@ pub async fn propose_with(
     }
 }
 
-/// Returns once a read of this node's state machine is linearizable: on the leader after it
-/// confirms its leadership with a quorum; on a follower after it applied up to the index the
-/// leader hands out for that.
+/// Returns once a read of this node's state machine is linearizable: after this node has
+/// applied up to a read index confirmed after the call (see [`crate::reads`]).
 pub async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
-    let raft = &state.replica.raft;
-    let local = tokio::time::timeout(READ_TIMEOUT, raft.ensure_linearizable())
-        .await
-        .map_err(|_| ApiError::unavailable("no read point within 5 s"))?;
-    let e = match local {
-        Ok(_) => return Ok(()),
-        Err(e) => e,
-    };
-    let Some(f) = e.forward_to_leader::<BasicNode>().cloned() else {
-        return Err(ApiError::unavailable(format!("no linearizable read: {e}")));
-    };
-    let (id, addr) = leader(f)?;
-    let index = match state.peers().read_index(id, &addr, READ_TIMEOUT).await {
-        Ok(Ok(id)) => id.map(|l| l.index),
-        Ok(Err(m)) => {
-            return Err(ApiError::unavailable(format!(
-                "the leader gave no read index: {m}"
-            )))
-        }
-        Err(e) => {
-            return Err(ApiError::unavailable(format!(
-                "asking the leader for a read index failed: {e}"
-            )))
-        }
-    };
-    raft.wait(Some(READ_TIMEOUT))
+    let index = state.reads().get().await?;
+    state
+        .replica
+        .raft
+        .wait(Some(READ_TIMEOUT))
         .applied_index_at_least(index, "read index")
         .await
         .map_err(|e| ApiError::unavailable(format!("this node is behind the leader: {e}")))?;

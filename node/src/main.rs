@@ -12,6 +12,7 @@ mod links;
 mod metrics;
 mod network;
 mod ratelimit;
+mod reads;
 mod rpc;
 mod scan;
 mod server;

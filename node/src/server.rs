@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::network::{Network, Peers, MAX_RPC_BODY};
 use crate::ratelimit::RateLimiter;
+use crate::reads::ReadIndex;
 use crate::visits::Visits;
 use crate::{admin, kv, links, rpc};
 
@@ -30,6 +31,7 @@ pub struct AppState {
     cluster_secret: Option<Arc<str>>,
     peers: Peers,
     batcher: Batcher,
+    reads: ReadIndex,
     /// Bytes in memtables beyond which writes are refused (see [`AppState::admit_write`]).
     backlog_limit: usize,
     redirect: StatusCode,
@@ -63,6 +65,11 @@ impl AppState {
     /// Group commit of client writes.
     pub fn batcher(&self) -> &Batcher {
         &self.batcher
+    }
+
+    /// Shared leadership confirmations of linearizable reads.
+    pub fn reads(&self) -> &ReadIndex {
+        &self.reads
     }
 
     /// Refuses a write (503, retry later) while the tables fall behind: sealed memtables wait to
@@ -385,6 +392,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         token: args.token.as_deref().map(Arc::from),
         cluster_secret: args.cluster_secret.as_deref().map(Arc::from),
         batcher: Batcher::spawn(replica.raft.clone(), peers.clone()),
+        reads: ReadIndex::spawn(replica.raft.clone(), peers.clone()),
         backlog_limit: (args.memtable_mb << 20) * (MAX_SEALED + 2),
         peers,
         redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),

@@ -78,5 +78,5 @@ print("\n== ratios (strata / etcd, same run)")
 for k in sorted(strata):
     if k in etcd and etcd[k]["ops_per_sec"] > 0:
         s, e = strata[k]["ops_per_sec"], etcd[k]["ops_per_sec"]
-        print(f"{k[0]:>5} {k[1]:>3} conns: strata {s:>9.0}/s  etcd {e:>9.0}/s  ratio {s/e:5.2f}x")
+        print(f"{k[0]:>5} {k[1]:>3} conns: strata {s:>9.0f}/s  etcd {e:>9.0f}/s  ratio {s/e:5.2f}x")
 PY
