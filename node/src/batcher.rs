@@ -22,7 +22,7 @@ use crate::network::Peers;
 
 /// Entries proposed and not yet answered: while they are in flight, requests queue up and form
 /// the next entries.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 2;
 /// Ops in one entry.
 const MAX_OPS: usize = 1024;
 /// Key and value bytes in one entry (a single larger request goes alone).

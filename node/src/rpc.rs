@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use raftlog::store::Command;
+use raftlog::store::{Command, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -107,12 +107,17 @@ pub async fn propose(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cmd: Command = admit(&state, &headers, &body)?;
-    if !matches!(cmd, Command::Write { .. }) {
+    let Command::Write { ops, .. } = cmd else {
         return Err(ApiError::bad_request("only writes may be forwarded"));
-    }
-    let r: Result<_, String> = match state.replica.raft.client_write(cmd).await {
-        Ok(r) => Ok(r.data),
-        Err(e) => Err(e.to_string()),
+    };
+    // Through this node's batcher: forwarded batches from every follower and local writes share
+    // entries (one fsync and one replication round for all of them). The batch stays one unit:
+    // its ops are applied together, in order, in one entry, with the leader's clock.
+    let r: Result<Reply, String> = match state.batcher().write(ops).await {
+        Ok(results) => Ok(Reply::Write(results)),
+        // Refused as such (e.g. an oversized value): the follower splits its batch on this.
+        Err(e) if e.status == StatusCode::BAD_REQUEST => Ok(Reply::Invalid(e.message)),
+        Err(e) => Err(e.message),
     };
     Ok(reply(&r))
 }
