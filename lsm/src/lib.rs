@@ -69,7 +69,9 @@ mod wal;
 
 pub use batch::WriteBatch;
 pub use cache::BlockCache;
-pub use db::{Db, ManifestImage, RecoveryReport, ReplicaStatus, Snapshot, TableEdit};
+pub use db::{
+    prefix_upper_bound, Db, ManifestImage, RecoveryReport, ReplicaStatus, Snapshot, TableEdit,
+};
 pub use diskcache::{DiskCacheOptions, MIN_DISK_CACHE_BYTES};
 pub use error::{Error, Result};
 pub use iter::db_iter::Iter;

@@ -64,18 +64,6 @@ fn check_bound(name: &str, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The smallest key greater than every key starting with `prefix` (none: no upper bound).
-fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
-    let mut p = prefix.to_vec();
-    while let Some(last) = p.pop() {
-        if last < 0xff {
-            p.push(last + 1);
-            return Bound::Excluded(p);
-        }
-    }
-    Bound::Unbounded
-}
-
 /// The tighter of two lower bounds.
 fn max_lower(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
     use Bound::*;
@@ -116,7 +104,7 @@ type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 /// The key range `[lo, hi)` minus the reserved link keys, as up to two ranges in key order.
 fn segments(lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> [KeyRange; 2] {
     let reserved_lo = KEY_PREFIX.as_bytes().to_vec();
-    let reserved_hi = prefix_end(KEY_PREFIX.as_bytes());
+    let reserved_hi = lsm::prefix_upper_bound(KEY_PREFIX.as_bytes());
     let below = (
         lo.clone(),
         min_upper(hi.clone(), Bound::Excluded(reserved_lo)),
@@ -192,7 +180,7 @@ pub async fn scan(
             check_bound("prefix", p)?;
             (
                 Bound::Included(p.as_bytes().to_vec()),
-                prefix_end(p.as_bytes()),
+                lsm::prefix_upper_bound(p.as_bytes()),
             )
         }
         (None, start, end) => {
@@ -322,8 +310,8 @@ mod tests {
         assert_eq!(max_lower(inc("c"), exc("b")), inc("c"));
         assert_eq!(min_upper(inc("b"), exc("b")), exc("b"));
         assert_eq!(min_upper(Bound::Unbounded, inc("a")), inc("a"));
-        assert_eq!(prefix_end(b"ab"), exc("ac"));
-        assert_eq!(prefix_end(&[0xff]), Bound::Unbounded);
+        assert_eq!(lsm::prefix_upper_bound(b"ab"), exc("ac"));
+        assert_eq!(lsm::prefix_upper_bound(&[0xff]), Bound::Unbounded);
         let c = encode_cursor(FORWARD, b"k/\xff1");
         assert_eq!(decode_cursor(&c, FORWARD).unwrap(), b"k/\xff1");
         assert!(decode_cursor(&c, REVERSE).is_err());

@@ -136,12 +136,7 @@ fn a_killed_node_restarts_with_every_acknowledged_write_and_exits_cleanly_on_sig
     let mut n = start(tmp.path(), &[]);
     // 1 MiB memtables: enough writes to seal, upload and snapshot a few times.
     let value = vec![b'v'; 2000];
-    let mut acked = Vec::new();
-    for i in 0..1500 {
-        let r = request(n.addr, "PUT", &format!("/kv/item-{i}"), &[], &value);
-        assert_eq!(r.status, 200, "{}", r.text());
-        acked.push((i, r.version()));
-    }
+    let acked = common::put_items(n.addr, 1500, &value);
     n.child.kill().unwrap();
     n.child.wait().unwrap();
     drop(n);

@@ -51,12 +51,7 @@ fn tables_go_to_the_s3_bucket_and_survive_a_kill() {
     let data = tmp.path().join("data");
     let mut n = start(&data, &args);
     let value = vec![b'v'; 2000];
-    let mut acked = Vec::new();
-    for i in 0..1500 {
-        let r = request(n.addr, "PUT", &format!("/kv/item-{i}"), &[], &value);
-        assert_eq!(r.status, 200, "{}", r.text());
-        acked.push((i, r.version()));
-    }
+    let acked = common::put_items(n.addr, 1500, &value);
     // Seals of 1 MiB memtables were uploaded: the bucket holds tables, the data directory none.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while files(&s3.root().join("tables")) == 0 {

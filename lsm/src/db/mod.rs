@@ -146,8 +146,16 @@ fn to_bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(r: &R) -> (Bound<Vec<u8>>, Bound
     (conv(r.start_bound()), conv(r.end_bound()))
 }
 
-/// The smallest key greater than every key starting with `prefix`, if any.
-pub(crate) fn prefix_upper_bound(prefix: &[u8]) -> Bound<Vec<u8>> {
+/// The smallest key greater than every key starting with `prefix`: the exclusive end of a prefix
+/// range (`Unbounded` when the prefix is all `0xff` bytes or empty).
+///
+/// ```
+/// use std::ops::Bound;
+/// assert_eq!(lsm::prefix_upper_bound(b"ab"), Bound::Excluded(b"ac".to_vec()));
+/// assert_eq!(lsm::prefix_upper_bound(b"a\xff"), Bound::Excluded(b"b".to_vec()));
+/// assert_eq!(lsm::prefix_upper_bound(b"\xff"), Bound::Unbounded);
+/// ```
+pub fn prefix_upper_bound(prefix: &[u8]) -> Bound<Vec<u8>> {
     let mut p = prefix.to_vec();
     while let Some(last) = p.pop() {
         if last < 0xff {

@@ -130,3 +130,14 @@ pub fn try_request(
         body: raw[split + 4..].to_vec(),
     })
 }
+
+/// Puts `count` keys `item-{i}` holding `value` and returns each one's version.
+pub fn put_items(addr: SocketAddr, count: usize, value: &[u8]) -> Vec<(usize, u64)> {
+    (0..count)
+        .map(|i| {
+            let r = request(addr, "PUT", &format!("/kv/item-{i}"), &[], value);
+            assert_eq!(r.status, 200, "{}", r.text());
+            (i, r.version())
+        })
+        .collect()
+}
