@@ -265,18 +265,35 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the group has a leader and this node has applied what it knows is committed.
+/// Ready when the group has a leader and this node has applied everything committed (as of a
+/// read index confirmed now): a node still catching up after a restart answers 503.
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let m = state.replica.raft.metrics().borrow().clone();
-    match m.current_leader {
-        Some(leader) => Ok(Json(serde_json::json!({
-            "status": "ready",
-            "leader": leader,
-            "term": m.current_term,
-            "applied": m.last_applied.map(|l| l.index),
-        }))),
-        None => Err(ApiError::unavailable("no leader")),
+    let Some(leader) = m.current_leader else {
+        return Err(ApiError::unavailable("no leader"));
+    };
+    let commit = tokio::time::timeout(Duration::from_secs(2), state.reads().get())
+        .await
+        .map_err(|_| ApiError::unavailable("no commit index from the leader within 2 s"))??;
+    let applied = state
+        .replica
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|l| l.index);
+    if applied < commit {
+        let mut e = ApiError::unavailable("catching up with the group");
+        e.extra = Some(serde_json::json!({ "applied": applied, "commit": commit }));
+        return Err(e);
     }
+    Ok(Json(serde_json::json!({
+        "status": "ready",
+        "leader": leader,
+        "term": m.current_term,
+        "applied": applied,
+        "commit": commit,
+    })))
 }
 
 fn router(state: AppState, max_body: usize, metrics: Arc<Metrics>) -> Router {

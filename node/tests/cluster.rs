@@ -196,6 +196,13 @@ fn three_processes_survive_the_leader_s_kill_and_a_lagging_node_catches_up_by_sn
                 snap.is_some_and(|x| x > victim_last),
                 "it caught up without a snapshot past its old log end {victim_last}: {snap:?}"
             );
+            let ready = request(victim_addr, "GET", "/ready", &[], b"");
+            assert_eq!(ready.status, 200, "{}", ready.text());
+            let ready = ready.json();
+            assert!(
+                ready["applied"].as_u64() >= ready["commit"].as_u64(),
+                "{ready}"
+            );
             break;
         }
         assert!(
