@@ -222,26 +222,21 @@ async fn create_all(state: &AppState, items: &[Planned]) -> Vec<Result<(String, 
             });
             codes.push(code);
         }
-        let cmd = Command::Write {
-            ops,
-            now_ms: crate::kv::now_ms(),
+        // Through the batcher: concurrent creations share entries (one unit each).
+        let written = match state.admit_write() {
+            Ok(()) => state.batcher().write(ops).await,
+            Err(e) => Err(e),
         };
-        let results = match crate::forward::propose(state, cmd).await {
-            Ok(Reply::Write(r)) if r.len() == todo.len() => r,
-            Ok(Reply::Invalid(m)) => {
-                let e = ApiError::bad_request(m);
-                for &i in &todo {
-                    out[i] = Some(Err(ApiError::new(e.status, e.error, e.message.clone())));
-                }
-                break;
-            }
-            Ok(other) => {
-                let m = format!("unexpected reply {other:?}");
+        let results = match written {
+            Ok(r) if r.len() == todo.len() => r,
+            Ok(r) => {
+                let m = format!("{} results for {} operations", r.len(), todo.len());
                 for &i in &todo {
                     out[i] = Some(Err(ApiError::unavailable(m.clone())));
                 }
                 break;
             }
+            // Refused (400) or of unknown outcome (503: the write may still commit).
             Err(e) => {
                 // The outcome is unknown (the write may still commit): say so for each.
                 for &i in &todo {
