@@ -68,7 +68,7 @@ pub async fn propose_with(
 /// leader hands out for that.
 pub async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
     let raft = &state.replica.raft;
-    let local = tokio::time::timeout(READ_TIMEOUT, raft.ensure_linearizable())
+    let local = tokio::time::timeout(READ_TIMEOUT, state.replica.ensure_linearizable())
         .await
         .map_err(|_| ApiError::unavailable("no read point within 5 s"))?;
     let e = match local {
