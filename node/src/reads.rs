@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use openraft::error::ForwardToLeader;
-use openraft::{BasicNode, Raft};
-use raftlog::store::TypeConfig;
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use raftlog::Replica;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
@@ -32,9 +34,9 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     /// Starts the confirming task on the current runtime.
-    pub fn spawn(raft: Raft<TypeConfig>, peers: Peers) -> ReadIndex {
+    pub fn spawn(replica: Arc<Replica>, peers: Peers) -> ReadIndex {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, raft, peers));
+        tokio::spawn(run(rx, replica, peers));
         ReadIndex { tx }
     }
 
@@ -51,30 +53,28 @@ impl ReadIndex {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<oneshot::Sender<Answer>>,
-    raft: Raft<TypeConfig>,
-    peers: Peers,
-) {
+async fn run(mut rx: mpsc::Receiver<oneshot::Sender<Answer>>, replica: Arc<Replica>, peers: Peers) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiting.push(w);
         }
-        let answer = confirm(&raft, &peers).await;
+        let answer = confirm(&replica, &peers).await;
         for w in waiting {
             let _ = w.send(answer.clone());
         }
     }
 }
 
-/// One confirmation: here when this node leads, else by asking the leader.
-async fn confirm(raft: &Raft<TypeConfig>, peers: &Peers) -> Answer {
-    let local = tokio::time::timeout(READ_TIMEOUT, raft.get_read_log_id())
+/// One confirmation: here when this node leads (through [`Replica::read_log_id`], which
+/// never hands out a point below the log a restored leader started with), else by asking the
+/// leader.
+async fn confirm(replica: &Replica, peers: &Peers) -> Answer {
+    let local = tokio::time::timeout(READ_TIMEOUT, replica.read_log_id())
         .await
         .map_err(|_| ApiError::unavailable("no read point within 5 s"))?;
     let e = match local {
-        Ok((read, _applied)) => return Ok(read.map(|l| l.index)),
+        Ok(read) => return Ok(read.map(|l| l.index)),
         Err(e) => e,
     };
     let Some(ForwardToLeader {

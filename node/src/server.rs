@@ -409,7 +409,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         token: args.token.as_deref().map(Arc::from),
         cluster_secret: args.cluster_secret.as_deref().map(Arc::from),
         batcher: Batcher::spawn(replica.raft.clone(), peers.clone()),
-        reads: ReadIndex::spawn(replica.raft.clone(), peers.clone()),
+        reads: ReadIndex::spawn(replica.clone(), peers.clone()),
         backlog_limit: (args.memtable_mb << 20) * (MAX_SEALED + 2),
         peers,
         redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),

@@ -6,64 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{request, start, Node, Resp};
-
-const SECRET: &str = "test-cluster-secret";
-const TOKEN: &str = "test-token";
-
-fn auth() -> [(&'static str, &'static str); 2] {
-    [
-        ("Authorization", "Bearer test-token"),
-        ("Content-Type", "application/json"),
-    ]
-}
-
-fn start_member(id: u64, dir: &Path, objects: &Path, listen: &str) -> Node {
-    start(
-        dir,
-        &[
-            "--join",
-            "--node-id",
-            &id.to_string(),
-            "--listen",
-            listen,
-            "--cluster-secret",
-            SECRET,
-            "--token",
-            TOKEN,
-            "--object-dir",
-            objects.to_str().unwrap(),
-            "--raft-keep-entries",
-            "100",
-        ],
-    )
-}
-
-fn status(addr: SocketAddr) -> Option<serde_json::Value> {
-    let r = common::try_request(addr, "GET", "/admin/status", &auth(), b"")?;
-    (r.status == 200).then(|| r.json())
-}
-
-/// Waits until every node in `addrs` names the same leader, other than `gone`, and returns it.
-fn wait_for_leader(addrs: &[SocketAddr], gone: Option<u64>) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let leaders: Vec<Option<u64>> = addrs
-            .iter()
-            .map(|a| status(*a).and_then(|s| s["leader"].as_u64()))
-            .collect();
-        if let Some(Some(l)) = leaders.first() {
-            if Some(*l) != gone && leaders.iter().all(|x| *x == Some(*l)) {
-                return *l;
-            }
-        }
-        assert!(Instant::now() < deadline, "no common leader: {leaders:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{
+    auth, init_group, request, start_member, status, wait_for_leader, Node, Resp, SECRET,
+};
 
 /// A put through `addr`, retried while the group elects (503 with an unknown outcome is not
 /// retried: the test only records writes it knows were acknowledged).
@@ -105,13 +52,7 @@ fn three_processes_survive_the_leader_s_kill_and_a_lagging_node_catches_up_by_sn
     let all: Vec<SocketAddr> = addr_of.values().copied().collect();
 
     // Form the group through node 1's admin API.
-    let members: serde_json::Map<String, serde_json::Value> = addr_of
-        .iter()
-        .map(|(i, a)| (i.to_string(), a.to_string().into()))
-        .collect();
-    let body = serde_json::json!({ "members": members }).to_string();
-    let r = request(all[0], "POST", "/admin/init", &auth(), body.as_bytes());
-    assert_eq!(r.status, 200, "{}", r.text());
+    init_group(&all);
     let leader = wait_for_leader(&all, None);
 
     // Writes through every node (followers forward to the leader), and a link.
@@ -236,11 +177,7 @@ fn forged_raft_rpcs_are_refused_and_change_nothing() {
         &tmp.path().join("objects"),
         "127.0.0.1:0",
     );
-    let body = serde_json::json!({ "members": { "1": n.addr.to_string() } }).to_string();
-    assert_eq!(
-        request(n.addr, "POST", "/admin/init", &auth(), body.as_bytes()).status,
-        200
-    );
+    init_group(&[n.addr]);
     wait_for_leader(&[n.addr], None);
     let term = status(n.addr).unwrap()["term"].as_u64().unwrap();
     let wire = ("x-strata-raft-wire", "1");
@@ -302,14 +239,7 @@ fn visits_counted_on_every_node_add_up_and_scans_work_through_followers() {
         })
         .collect();
     let all: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let members: serde_json::Map<String, serde_json::Value> = all
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ((i + 1).to_string(), a.to_string().into()))
-        .collect();
-    let body = serde_json::json!({ "members": members }).to_string();
-    let r = request(all[0], "POST", "/admin/init", &auth(), body.as_bytes());
-    assert_eq!(r.status, 200, "{}", r.text());
+    init_group(&all);
     wait_for_leader(&all, None);
     let r = request(
         all[1],

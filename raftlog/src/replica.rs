@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
 use openraft::network::RaftNetworkFactory;
-use openraft::{Config, Raft};
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, Config, LogId, Raft};
 
 use crate::store::{LogStore, TypeConfig};
 use crate::{Maintainer, MaintainerOptions, StateMachine};
@@ -20,8 +22,14 @@ pub struct Replica {
     pub sm: StateMachine,
     /// Its log store (for stats).
     pub log: LogStore,
+    /// The index of the last entry in the log when the replica started (see
+    /// [`read_log_id`](Self::read_log_id)).
+    start_log_index: u64,
     _maintainer: Maintainer,
 }
+
+/// Why a linearizable read point could not be had (e.g. this replica does not lead).
+pub type ReadError = RaftError<u64, CheckIsLeaderError<u64, BasicNode>>;
 
 impl Replica {
     /// Opens (creating if needed) the replica `id` in `dir` and starts its Raft with `network`
@@ -35,6 +43,13 @@ impl Replica {
         maintainer: MaintainerOptions,
     ) -> crate::Result<Replica> {
         let (log, _) = LogStore::open(dir.join("log"))?;
+        let start_log_index = log
+            .clone()
+            .get_log_state()
+            .await
+            .map_err(|e| crate::Error::Raft(e.to_string()))?
+            .last_log_id
+            .map_or(0, |l| l.index);
         let sm = StateMachine::open(dir.join("sm"), engine)?;
         let raft = Raft::new(id, config, network, log.clone(), sm.clone())
             .await
@@ -44,8 +59,47 @@ impl Replica {
             raft,
             sm,
             log,
+            start_log_index,
             _maintainer: m,
         })
+    }
+
+    /// The log id up to which the state machine must have applied for a read to be
+    /// linearizable, once this replica confirmed with a quorum that it leads
+    /// ([`Raft::get_read_log_id`]); never below the log it had when it started.
+    ///
+    /// openraft 0.9 restores a replica that led when it stopped as the leader at once, in the
+    /// same term, if it restarts before its followers elect another; it then derives read
+    /// points from its committed index, which after a restart it only knows from the advisory
+    /// `save_committed`, possibly older than writes it acknowledged before it stopped. A read
+    /// point of that index served stale reads. So until it has applied all of the log it started
+    /// with (entries of its own term, committed as soon as a quorum has them), the read point is
+    /// the end of that log.
+    pub async fn read_log_id(&self) -> Result<Option<LogId<u64>>, ReadError> {
+        let (read, _) = self.raft.get_read_log_id().await?;
+        if read.map_or(0, |l| l.index) >= self.start_log_index {
+            return Ok(read);
+        }
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(self.start_log_index), "the log before the start")
+            .await
+            .map_err(|_| RaftError::Fatal(Fatal::Stopped))?;
+        // Committed is now past the start's log too; confirm the leadership again.
+        Ok(self.raft.get_read_log_id().await?.0)
+    }
+
+    /// Returns once a read of this replica's state machine is linearizable: it leads
+    /// ([`read_log_id`](Self::read_log_id)) and applied up to the read point, which it returns.
+    /// [`Raft::ensure_linearizable`] without the stale reads of a leader restored at startup.
+    pub async fn ensure_linearizable(&self) -> Result<Option<LogId<u64>>, ReadError> {
+        let read = self.read_log_id().await?;
+        self.raft
+            .wait(None)
+            .applied_index_at_least(read.map(|l| l.index), "the read point")
+            .await
+            .map_err(|_| RaftError::Fatal(Fatal::Stopped))?;
+        Ok(read)
     }
 
     /// Stops Raft (and with the replica's drop, everything else).

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Node {
     pub child: Child,
@@ -23,6 +23,12 @@ impl Drop for Node {
 /// Starts `strata serve` (on a free loopback port unless `extra` names one) and waits for its
 /// "listening" line.
 pub fn start(dir: &Path, extra: &[&str]) -> Node {
+    try_start(dir, extra).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`start`], or why the process did not come up (e.g. its address is still taken); the process
+/// is then killed.
+pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Node, String> {
     let listen: &[&str] = if extra.contains(&"--listen") {
         &[]
     } else {
@@ -40,16 +46,21 @@ pub fn start(dir: &Path, extra: &[&str]) -> Node {
         .expect("spawn strata");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("strata: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    Node { child, addr }
+    let read = BufReader::new(stdout).read_line(&mut line);
+    let addr = read.ok().and_then(|_| {
+        line.trim()
+            .strip_prefix("strata: listening on http://")?
+            .parse()
+            .ok()
+    });
+    match addr {
+        Some(addr) => Ok(Node { child, addr }),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("unexpected first line {line:?}"))
+        }
+    }
 }
 
 pub struct Resp {
@@ -98,8 +109,22 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<Resp> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    try_request_within(addr, method, path, headers, body, Duration::from_secs(30))
+}
+
+/// [`try_request`] giving up (`None`) when connecting, or any read or write, takes longer than
+/// `timeout`.
+pub fn try_request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Option<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -140,4 +165,84 @@ pub fn put_items(addr: SocketAddr, count: usize, value: &[u8]) -> Vec<(usize, u6
             (i, r.version())
         })
         .collect()
+}
+
+// Groups of `--join` nodes on loopback.
+
+/// The group secret of the nodes [`start_member`] starts.
+pub const SECRET: &str = "test-cluster-secret";
+/// Their API token.
+pub const TOKEN: &str = "test-token";
+
+/// The headers of an authorized JSON request to a [`start_member`] node.
+pub fn auth() -> [(&'static str, &'static str); 2] {
+    [
+        ("Authorization", "Bearer test-token"),
+        ("Content-Type", "application/json"),
+    ]
+}
+
+/// Starts member `id` of a group on `listen` (`127.0.0.1:0`: a free port), its tables in the
+/// shared `objects` directory and its log purged down to 100 entries after snapshots.
+pub fn start_member(id: u64, dir: &Path, objects: &Path, listen: &str) -> Node {
+    try_start_member(id, dir, objects, listen).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`start_member`], or why it did not come up.
+pub fn try_start_member(id: u64, dir: &Path, objects: &Path, listen: &str) -> Result<Node, String> {
+    try_start(
+        dir,
+        &[
+            "--join",
+            "--node-id",
+            &id.to_string(),
+            "--listen",
+            listen,
+            "--cluster-secret",
+            SECRET,
+            "--token",
+            TOKEN,
+            "--object-dir",
+            objects.to_str().unwrap(),
+            "--raft-keep-entries",
+            "100",
+        ],
+    )
+}
+
+/// Forms a group of the members at `addrs` (node ids 1, 2, ... in that order) through the first
+/// one's admin API.
+pub fn init_group(addrs: &[SocketAddr]) {
+    let members: serde_json::Map<String, serde_json::Value> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ((i + 1).to_string(), a.to_string().into()))
+        .collect();
+    let body = serde_json::json!({ "members": members }).to_string();
+    let r = request(addrs[0], "POST", "/admin/init", &auth(), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `GET /admin/status` of a member, or `None` when it does not answer 200.
+pub fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    let r = try_request(addr, "GET", "/admin/status", &auth(), b"")?;
+    (r.status == 200).then(|| r.json())
+}
+
+/// Waits until every node in `addrs` names the same leader, other than `gone`, and returns it.
+pub fn wait_for_leader(addrs: &[SocketAddr], gone: Option<u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders: Vec<Option<u64>> = addrs
+            .iter()
+            .map(|a| status(*a).and_then(|s| s["leader"].as_u64()))
+            .collect();
+        if let Some(Some(l)) = leaders.first() {
+            if Some(*l) != gone && leaders.iter().all(|x| *x == Some(*l)) {
+                return *l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no common leader: {leaders:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
