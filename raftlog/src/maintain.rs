@@ -58,6 +58,13 @@ impl Drop for Maintainer {
 }
 
 impl Maintainer {
+    /// Stops the task and waits until it is gone (with it, its handle on the state machine; a
+    /// table build it started on the blocking pool still finishes on its own).
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// Starts the task on the current tokio runtime.
     pub fn spawn(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) -> Maintainer {
         Maintainer {

@@ -102,8 +102,9 @@ impl Replica {
         Ok(read)
     }
 
-    /// Stops Raft (and with the replica's drop, everything else).
-    pub async fn shutdown(self) {
+    /// Stops Raft and the maintainer (and with the replica's drop, everything else).
+    pub async fn shutdown(mut self) {
         let _ = self.raft.shutdown().await;
+        self._maintainer.stop().await;
     }
 }

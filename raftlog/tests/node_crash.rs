@@ -49,9 +49,26 @@ async fn open_node(dir: &Path) -> Replica {
     };
     let config = common::cluster::test_config();
     let engine = common::engine_options(objects);
-    let node = Replica::start(1, dir, engine, config, router.factory(1), maintainer)
+    // The previous opener of `dir` (this process's verifier, before a new child) may still be
+    // letting go of the engine's lock: a table build it began finishes on the blocking pool.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let node = loop {
+        match Replica::start(
+            1,
+            dir,
+            engine.clone(),
+            config.clone(),
+            router.factory(1),
+            maintainer.clone(),
+        )
         .await
-        .expect("start replica");
+        {
+            Err(raftlog::Error::Engine(lsm::Error::Locked { .. })) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => break r.expect("start replica"),
+        }
+    };
     router.add(1, node.raft.clone());
     // A fresh directory needs the membership; a used one refuses it (already initialized).
     let _ = node
