@@ -22,6 +22,10 @@ use crate::StateMachine;
 
 /// The longest wait between failed passes.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The shortest time between two passes. Raft's metrics change with every applied entry and
+/// every round of heartbeats (each linearizable read confirms leadership with one), thousands of
+/// times a second under load: a pass for each would cost more than the work it serves.
+const MIN_GAP: Duration = Duration::from_millis(5);
 
 /// When the leader seals and how often the maintainer looks.
 #[derive(Debug, Clone)]
@@ -82,17 +86,26 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
     // would rebuild and upload a table.
     let mut backoff = opts.interval;
     let mut retry_at = tokio::time::Instant::now();
+    let mut was_leader = None;
+    let mut compaction = Compaction::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(opts.interval) => {}
             changed = metrics.changed() => if changed.is_err() { return },
         }
-        let m = metrics.borrow_and_update().clone();
-        if m.state == ServerState::Shutdown {
+        let (state, term) = {
+            let m = metrics.borrow_and_update();
+            (m.state, m.current_term)
+        };
+        if state == ServerState::Shutdown {
             return;
         }
-        let leader = m.state == ServerState::Leader;
-        sm.db().set_object_gc(leader);
+        let leader = state == ServerState::Leader;
+        if was_leader != Some(leader) {
+            // It wakes the engine's background thread: only when leadership changes.
+            sm.db().set_object_gc(leader);
+            was_leader = Some(leader);
+        }
         let flushed = sm.flushed();
         if flushed > snapshot_at {
             snapshot_at = flushed;
@@ -100,27 +113,35 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
                 return;
             }
         }
-        if !leader {
-            continue;
-        }
-        if m.current_term != floor_term {
-            // Table numbers of this term start at `term << 32`: no two leaders (one per term)
-            // ever upload the same object name.
-            sm.db().raise_file_numbers(m.current_term << 32);
-            floor_term = m.current_term;
-        }
-        if tokio::time::Instant::now() < retry_at {
-            continue;
-        }
-        match pass(&raft, &sm, &opts).await {
-            Ok(()) => backoff = opts.interval,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "leader maintenance pass failed");
-                retry_at = tokio::time::Instant::now() + backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+        if leader {
+            if term != floor_term {
+                // Table numbers of this term start at `term << 32`: no two leaders (one per
+                // term) ever upload the same object name.
+                sm.db().raise_file_numbers(term << 32);
+                floor_term = term;
+                compaction = Compaction::default();
+            }
+            if tokio::time::Instant::now() >= retry_at {
+                match pass(&raft, &sm, &opts, &mut compaction).await {
+                    Ok(()) => backoff = opts.interval,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "leader maintenance pass failed");
+                        retry_at = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
             }
         }
+        tokio::time::sleep(MIN_GAP).await;
     }
+}
+
+/// Whether a compaction is worth looking for: picking one runs on the blocking pool, so once
+/// none was found the leader waits for the tables to change before it looks again.
+#[derive(Default)]
+struct Compaction {
+    /// [`StateMachine::tables_epoch`] when a look found nothing.
+    idle_at: Option<(Option<openraft::LogId<u64>>, u64)>,
 }
 
 /// One leader pass: seal, chunk, compact.
@@ -128,6 +149,7 @@ async fn pass(
     raft: &Raft<TypeConfig>,
     sm: &StateMachine,
     opts: &MaintainerOptions,
+    compaction: &mut Compaction,
 ) -> Result<(), String> {
     let status = sm.db().replica_status();
     if status.active_bytes >= opts.seal_bytes && status.sealed.len() < opts.max_sealed {
@@ -147,12 +169,17 @@ async fn pass(
             sm.db().discard(&edit);
         }
     }
+    let epoch = sm.tables_epoch();
+    if compaction.idle_at == Some(epoch) {
+        return Ok(());
+    }
     let db = sm.clone();
     let expired_by = sm.flushed_clock();
     let compacted = tokio::task::spawn_blocking(move || db.db().compact_step(expired_by))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    compaction.idle_at = compacted.is_none().then_some(epoch);
     if let Some(edit) = compacted {
         let cmd = Command::Compacted {
             edit: edit.encode(),

@@ -200,6 +200,13 @@ impl StateMachine {
         self.state().flushed.now_ms
     }
 
+    /// Changes whenever the tables do (a chunk added, a compaction applied, an image
+    /// installed): until it changes, a compaction found nothing to do finds nothing again.
+    pub fn tables_epoch(&self) -> (Option<LogId<NodeId>>, u64) {
+        let st = self.state();
+        (st.flushed.last_log_id, st.compacted_at)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Apply holds this lock only over plain data updates; a panic there leaves nothing
         // half-written that the engine does not also guard.
