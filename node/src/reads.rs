@@ -7,12 +7,11 @@
 //! while a confirmation is in flight waits for the next one, and that next one serves all of
 //! them: it starts after each of them arrived, which is all linearizability asks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::ForwardToLeader;
-use std::sync::Arc;
-
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId};
 use raftlog::Replica;
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,12 +23,22 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reads waiting for a confirmation; beyond this, callers wait to enqueue.
 const QUEUE: usize = 65536;
 
-type Answer = Result<Option<u64>, ApiError>;
+type Answer = Result<Option<LogId<u64>>, ApiError>;
 
-/// Hands out read indexes, one confirmation per batch of concurrent reads. Cheap to clone.
+struct Waiter {
+    reply: oneshot::Sender<Answer>,
+    /// Only this node's own confirmation will do: the read index is for a follower that asked
+    /// this node as its leader (forwarding it on could bounce between two nodes that each
+    /// believe the other leads).
+    local_only: bool,
+}
+
+/// Hands out read indexes, one confirmation per batch of concurrent reads: this node's own
+/// reads and, on the leader, the read indexes its followers ask for share one round of
+/// heartbeats. Cheap to clone.
 #[derive(Clone)]
 pub struct ReadIndex {
-    tx: mpsc::Sender<oneshot::Sender<Answer>>,
+    tx: mpsc::Sender<Waiter>,
 }
 
 impl ReadIndex {
@@ -41,11 +50,20 @@ impl ReadIndex {
     }
 
     /// A read index from a confirmation that started after this call (`None`: nothing was
-    /// ever committed).
-    pub async fn get(&self) -> Answer {
-        let (tx, rx) = oneshot::channel();
+    /// ever committed), here or by the leader.
+    pub async fn get(&self) -> Result<Option<u64>, ApiError> {
+        Ok(self.ask(false).await?.map(|l| l.index))
+    }
+
+    /// A read index only this node, as the leader, can give (for `/raft/read-index`).
+    pub async fn get_as_leader(&self) -> Answer {
+        self.ask(true).await
+    }
+
+    async fn ask(&self, local_only: bool) -> Answer {
+        let (reply, rx) = oneshot::channel();
         self.tx
-            .send(tx)
+            .send(Waiter { reply, local_only })
             .await
             .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
         rx.await
@@ -53,39 +71,68 @@ impl ReadIndex {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<oneshot::Sender<Answer>>, replica: Arc<Replica>, peers: Peers) {
+async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiting.push(w);
         }
-        let answer = confirm(&replica, &peers).await;
+        let local = confirm_here(&replica).await;
+        let forwarded = match &local {
+            Err(NotHere {
+                leader: Some(leader),
+                ..
+            }) if waiting.iter().any(|w| !w.local_only) => Some(ask_leader(&peers, leader).await),
+            _ => None,
+        };
+        let local = local.map_err(|e| ApiError::unavailable(e.why));
         for w in waiting {
-            let _ = w.send(answer.clone());
+            let answer = match (&forwarded, w.local_only) {
+                (Some(a), false) => a.clone(),
+                _ => local.clone(),
+            };
+            let _ = w.reply.send(answer);
         }
     }
 }
 
-/// One confirmation: here when this node leads (through [`Replica::read_log_id`], which
-/// never hands out a point below the log a restored leader started with), else by asking the
-/// leader.
-async fn confirm(replica: &Replica, peers: &Peers) -> Answer {
-    let local = tokio::time::timeout(READ_TIMEOUT, replica.read_log_id())
-        .await
-        .map_err(|_| ApiError::unavailable("no read point within 5 s"))?;
-    let e = match local {
-        Ok(read) => return Ok(read.map(|l| l.index)),
-        Err(e) => e,
+/// Why this node gave no read index itself.
+struct NotHere {
+    /// The leader it knows of, if any.
+    leader: Option<(u64, String)>,
+    why: String,
+}
+
+/// A confirmation here, when this node leads (through [`Replica::read_log_id`], which never
+/// hands out a point below the log a restored leader started with).
+async fn confirm_here(replica: &Replica) -> Result<Option<LogId<u64>>, NotHere> {
+    let e = match tokio::time::timeout(READ_TIMEOUT, replica.read_log_id()).await {
+        Ok(Ok(read)) => return Ok(read),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return Err(NotHere {
+                leader: None,
+                why: "no read point within 5 s".into(),
+            })
+        }
     };
-    let Some(ForwardToLeader {
-        leader_id: Some(id),
-        leader_node: Some(node),
-    }) = e.forward_to_leader::<BasicNode>().cloned()
-    else {
-        return Err(ApiError::unavailable(format!("no linearizable read: {e}")));
+    let leader = match e.forward_to_leader::<BasicNode>() {
+        Some(ForwardToLeader {
+            leader_id: Some(id),
+            leader_node: Some(node),
+        }) => Some((*id, node.addr.clone())),
+        _ => None,
     };
-    match peers.read_index(id, &node.addr, READ_TIMEOUT).await {
-        Ok(Ok(read)) => Ok(read.map(|l| l.index)),
+    Err(NotHere {
+        leader,
+        why: format!("no linearizable read here: {e}"),
+    })
+}
+
+/// A confirmation by the leader, over the network.
+async fn ask_leader(peers: &Peers, (id, addr): &(u64, String)) -> Answer {
+    match peers.read_index(*id, addr, READ_TIMEOUT).await {
+        Ok(Ok(read)) => Ok(read),
         Ok(Err(m)) => Err(ApiError::unavailable(format!(
             "the leader gave no read index: {m}"
         ))),
