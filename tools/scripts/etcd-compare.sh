@@ -66,9 +66,14 @@ $BIN/strata-bench http --system strata --token bench-token --target "$STRATA_TAR
   --phases put,get --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata.json"
 LEADER=$(curl -fsS -H 'Authorization: Bearer bench-token' http://127.0.0.1:18081/admin/status |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_addr"])')
-echo "== strata links on one node (the leader, $LEADER)"
+echo "== strata links on one node (the leader, $LEADER): creates, then redirects spread evenly over every link created"
 $BIN/strata-bench http --system strata --token bench-token --target "http://$LEADER" \
   --phases create,redirect --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata-links.json"
+# The hot set of a shortener: every redirect finds its link (and its visit counter) cached, and
+# one flush a second writes 1,000 counters rather than one per link of the whole store.
+echo "== strata redirects of 1,000 hot links on the leader"
+$BIN/strata-bench http --system strata --token bench-token --target "http://$LEADER" \
+  --phases redirect --links 1000 --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata-hot.json"
 
 python3 - "$OUT/etcd.json" "$OUT/strata.json" <<'PY'
 import json, sys

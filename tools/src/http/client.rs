@@ -1,18 +1,34 @@
-//! The requests of each phase, for each system.
+//! The requests of each phase, for each system, over one keep-alive HTTP/1.1 connection.
+//!
+//! hyper's connection API directly, not a pooled client: the load generator shares the cores
+//! with the servers it measures, so every microsecond it spends per request is taken from them
+//! (reqwest's pool, URL parsing and redirect machinery cost about as much CPU per request as a
+//! Strata node's whole redirect handler).
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use super::args::{Phase, System};
 
-/// One keep-alive connection to one node.
+/// How long one request may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One keep-alive connection to one node (made again after the server closes it).
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
+    /// `host:port`.
+    addr: String,
+    host: HeaderValue,
     system: System,
-    token: Option<String>,
+    auth: Option<HeaderValue>,
+    conn: Option<SendRequest<Full<Bytes>>>,
 }
 
 /// What a request came back as.
@@ -28,86 +44,158 @@ fn b64(s: &[u8]) -> String {
 }
 
 impl Client {
+    /// A client of the node at `base` (`http://host:port`); connects on the first request.
     pub fn new(base: &str, system: System, token: Option<String>) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("building the HTTP client")?;
+        let addr = base
+            .trim_end_matches('/')
+            .strip_prefix("http://")
+            .with_context(|| format!("{base}: only http:// targets are supported"))?
+            .to_string();
+        if addr.is_empty() || addr.contains('/') {
+            bail!("{base}: give a base URL, http://host:port");
+        }
+        let host = HeaderValue::from_str(&addr).with_context(|| format!("{base}: bad host"))?;
+        let auth = token
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+            .transpose()
+            .context("the token is not a valid header value")?;
         Ok(Client {
-            http,
-            base: base.trim_end_matches('/').to_string(),
+            addr,
+            host,
             system,
-            token,
+            auth,
+            conn: None,
         })
     }
 
-    fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {}: {e}", self.addr))?;
+        tokio::spawn(conn);
+        Ok(send)
     }
 
-    async fn finish(
-        r: reqwest::Result<reqwest::Response>,
-        want: u16,
-    ) -> Result<(Outcome, Vec<u8>)> {
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => return Ok((Outcome::Failed(e.to_string()), Vec::new())),
+    /// Sends one request; the status and body, or why there is none.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+        authed: bool,
+    ) -> Result<(u16, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone());
+        if let (true, Some(a)) = (authed, &self.auth) {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let body = match body {
+            Some((b, content_type)) => {
+                req = req.header(CONTENT_TYPE, content_type);
+                b
+            }
+            None => Bytes::new(),
         };
-        let status = r.status().as_u16();
-        let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        if status == want {
-            Ok((Outcome::Ok, body))
-        } else {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            Ok((Outcome::Failed(format!("{status} {text}")), body))
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let mut conn = match self.conn.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect().await?,
+        };
+        let exchange = async {
+            conn.ready().await.map_err(|e| e.to_string())?;
+            let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        let r = tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer within {TIMEOUT:?}"))?;
+        if r.is_ok() {
+            self.conn = Some(conn);
+        }
+        r
+    }
+
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+        authed: bool,
+        want: u16,
+    ) -> (Outcome, Bytes) {
+        match self.send(method, path, body, authed).await {
+            Err(e) => (Outcome::Failed(e), Bytes::new()),
+            Ok((status, body)) if status == want => (Outcome::Ok, body),
+            Ok((status, body)) => {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                (Outcome::Failed(format!("{status} {text}")), body)
+            }
         }
     }
 
-    pub async fn put(&self, key: &str, value: &[u8]) -> Result<Outcome> {
-        let r = match self.system {
+    pub async fn put(&mut self, key: &str, value: &[u8]) -> Result<Outcome> {
+        let (o, _) = match self.system {
             System::Strata => {
-                let req = self
-                    .http
-                    .put(format!("{}/kv/{key}", self.base))
-                    .body(value.to_vec());
-                self.authed(req).send().await
+                let body = Bytes::copy_from_slice(value);
+                let path = format!("/kv/{key}");
+                self.expect(
+                    Method::PUT,
+                    &path,
+                    Some((body, "application/octet-stream")),
+                    true,
+                    200,
+                )
+                .await
             }
             System::Etcd => {
                 let body = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
-                self.http
-                    .post(format!("{}/v3/kv/put", self.base))
-                    .json(&body)
-                    .send()
-                    .await
+                let body = Bytes::from(serde_json::to_vec(&body)?);
+                self.expect(
+                    Method::POST,
+                    "/v3/kv/put",
+                    Some((body, "application/json")),
+                    false,
+                    200,
+                )
+                .await
             }
         };
-        Ok(Self::finish(r, 200).await?.0)
+        Ok(o)
     }
 
-    pub async fn get(&self, key: &str) -> Result<Outcome> {
-        let r = match self.system {
+    pub async fn get(&mut self, key: &str) -> Result<Outcome> {
+        let (o, body) = match self.system {
             System::Strata => {
-                self.http
-                    .get(format!("{}/kv/{key}?consistency=linearizable", self.base))
-                    .send()
-                    .await
+                let path = format!("/kv/{key}?consistency=linearizable");
+                self.expect(Method::GET, &path, None, false, 200).await
             }
             // Range requests are linearizable unless `serializable` is set.
             System::Etcd => {
-                self.http
-                    .post(format!("{}/v3/kv/range", self.base))
-                    .json(&json!({ "key": b64(key.as_bytes()) }))
-                    .send()
-                    .await
+                let body = json!({ "key": b64(key.as_bytes()) });
+                let body = Bytes::from(serde_json::to_vec(&body)?);
+                self.expect(
+                    Method::POST,
+                    "/v3/kv/range",
+                    Some((body, "application/json")),
+                    false,
+                    200,
+                )
+                .await
             }
         };
-        let (o, body) = Self::finish(r, 200).await?;
         if let (Outcome::Ok, System::Etcd) = (&o, self.system) {
             // A missing key is 200 with no kvs: count it as a failure, like Strata's 404.
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -119,22 +207,26 @@ impl Client {
     }
 
     /// Creates a link; returns its code.
-    pub async fn create(&self, url: &str) -> Result<(Outcome, Option<String>)> {
-        let req = self
-            .http
-            .post(format!("{}/api/links", self.base))
-            .json(&json!({ "url": url }));
-        let (o, body) = Self::finish(self.authed(req).send().await, 201).await?;
+    pub async fn create(&mut self, url: &str) -> Result<(Outcome, Option<String>)> {
+        let body = Bytes::from(serde_json::to_vec(&json!({ "url": url }))?);
+        let (o, body) = self
+            .expect(
+                Method::POST,
+                "/api/links",
+                Some((body, "application/json")),
+                true,
+                201,
+            )
+            .await;
         let code = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string));
         Ok((o, code))
     }
 
-    pub async fn redirect(&self, code: &str) -> Result<Outcome> {
-        let r = self.http.get(format!("{}/{code}", self.base)).send().await;
-        let (o, _) = Self::finish(r, 302).await?;
-        Ok(o)
+    pub async fn redirect(&mut self, code: &str) -> Result<Outcome> {
+        let path = format!("/{code}");
+        Ok(self.expect(Method::GET, &path, None, false, 302).await.0)
     }
 }
 

@@ -150,7 +150,7 @@ async fn fill(args: &Arc<HttpArgs>) -> Result<()> {
         let args = args.clone();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            let c = Client::new(
+            let mut c = Client::new(
                 &args.target[t as usize % args.target.len()],
                 args.system,
                 args.token.clone(),
@@ -173,7 +173,7 @@ async fn fill(args: &Arc<HttpArgs>) -> Result<()> {
 
 /// Creates `--links` links (untimed) for a redirect phase with no create phase before it.
 async fn make_links(args: &Arc<HttpArgs>) -> Result<Vec<String>> {
-    let c = Client::new(&args.target[0], args.system, args.token.clone())?;
+    let mut c = Client::new(&args.target[0], args.system, args.token.clone())?;
     let mut codes = Vec::new();
     for i in 0..args.links {
         match c.create(&format!("https://example.com/bench/{i}")).await? {
@@ -200,7 +200,7 @@ async fn run_phase(
         let value = value.clone();
         let start_line = start_line.clone();
         tasks.push(tokio::spawn(async move {
-            let client = Client::new(
+            let mut client = Client::new(
                 &args.target[t % args.target.len()],
                 args.system,
                 args.token.clone(),
@@ -217,7 +217,7 @@ async fn run_phase(
             for _ in 0..args.warmup {
                 let (k, code, url) = one(&mut rng, n);
                 n += 1;
-                request(&client, phase, &k, &value, code.as_deref(), &url).await?;
+                request(&mut client, phase, &k, &value, code.as_deref(), &url).await?;
             }
             start_line.wait().await;
             let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
@@ -230,7 +230,7 @@ async fn run_phase(
                 n += 1;
                 let began = Instant::now();
                 let (outcome, new_code) =
-                    request(&client, phase, &k, &value, code.as_deref(), &url).await?;
+                    request(&mut client, phase, &k, &value, code.as_deref(), &url).await?;
                 match outcome {
                     Outcome::Ok => {
                         if let Some(l) = res.latencies.as_mut() {
@@ -283,7 +283,7 @@ async fn run_phase(
 
 /// One request of `phase`; a create also returns the new code.
 async fn request(
-    c: &Client,
+    c: &mut Client,
     phase: Phase,
     key: &str,
     value: &[u8],
