@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::IoContext;
 use crate::{Error, Result};
@@ -16,9 +17,19 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Replaces `path` with `contents` atomically: write a temporary file, sync it, rename it over
 /// the target, sync the directory. A crash leaves either the old or the new file.
+///
+/// Two threads may write the same file at once (two readers opening one cold table both save
+/// its metadata): each writes its own temporary file, named `<name>.<n>.tmp`, so neither
+/// renames the other's away. Leftovers of a crash end in `.tmp` and are swept at open.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    static TEMP_NUMBER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}.tmp",
+        TEMP_NUMBER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = path.with_file_name(name);
     let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     f.write_all(contents)
         .and_then(|_| f.sync_all())

@@ -134,7 +134,10 @@ impl Table {
         })?;
         let t = Self::from_source(Source::Remote(remote), label, number, cache, cache_id)?;
         if let (Some(p), Source::Remote(r)) = (meta_path, &t.src) {
-            source::save(p, r.size, r.tail_start, &r.tail)?;
+            // A saved copy only spares the next open a GET: the table is open either way.
+            if let Err(e) = source::save(p, r.size, r.tail_start, &r.tail) {
+                tracing::warn!(key, error = %e, "could not save a cold table's metadata locally");
+            }
         }
         Ok(t)
     }
