@@ -74,3 +74,36 @@ pub(crate) fn sst_path(dir: &Path, number: u64) -> PathBuf {
 pub(crate) fn parse_sst_name(name: &str) -> Option<u64> {
     name.strip_suffix(".sst")?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("7.meta");
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(p, &[t; 64]).unwrap();
+                    }
+                });
+            }
+        });
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!(b.len(), 64);
+        assert!(b.iter().all(|&x| x == b[0]), "one writer's whole contents");
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("7.meta")],
+            "no temporaries left"
+        );
+    }
+}
