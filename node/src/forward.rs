@@ -24,6 +24,15 @@ fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError>
     }
 }
 
+/// The leader and its address, when this node knows one and it is another node.
+fn other_leader(raft: &Raft<TypeConfig>) -> Option<(u64, String)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let id = m.current_leader.filter(|&l| l != m.id)?;
+    let node = m.membership_config.membership().get_node(&id)?;
+    Some((id, node.addr.clone()))
+}
+
 /// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
 /// reply. A 503 means the outcome is unknown (the write may still commit).
 /// Refused (503) while the tables fall behind (see [`AppState::admit_write`]).
@@ -38,19 +47,26 @@ pub async fn propose_with(
     peers: &Peers,
     cmd: Command,
 ) -> Result<Reply, ApiError> {
-    let local = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd.clone()))
-        .await
-        .map_err(|_| ApiError::unavailable("the write was not committed within 10 s"))?;
-    let e = match local {
-        Ok(r) => return Ok(r.data),
-        Err(e) => e,
+    let (id, addr) = match other_leader(raft) {
+        // A follower that knows its leader sends the write there at once, rather than through
+        // its own Raft core only to be told where to send it.
+        Some(l) => l,
+        None => {
+            let local = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd.clone()))
+                .await
+                .map_err(|_| ApiError::unavailable("the write was not committed within 10 s"))?;
+            let e = match local {
+                Ok(r) => return Ok(r.data),
+                Err(e) => e,
+            };
+            let Some(f) = e.forward_to_leader::<BasicNode>().cloned() else {
+                return Err(ApiError::unavailable(format!(
+                    "the write was not committed: {e}"
+                )));
+            };
+            leader(f)?
+        }
     };
-    let Some(f) = e.forward_to_leader::<BasicNode>().cloned() else {
-        return Err(ApiError::unavailable(format!(
-            "the write was not committed: {e}"
-        )));
-    };
-    let (id, addr) = leader(f)?;
     match peers.propose(id, &addr, &cmd, WRITE_TIMEOUT).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(m)) => Err(ApiError::unavailable(format!(
