@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::cluster::{put, Cluster};
+use lsm::object::{FaultConfig, ObjectOp};
 use openraft::BasicNode;
 use raftlog::inproc::Faults;
 use raftlog::store::{Command, Op, OpResult, Reply};
@@ -108,6 +109,84 @@ fn three_nodes_replicate_seal_chunk_and_survive_a_leader_crash() {
                 contents,
                 "replica {id} differs after catch-up"
             );
+        }
+    });
+}
+
+#[test]
+fn a_new_leader_builds_the_memtable_its_predecessor_sealed_but_could_not_upload() {
+    rt().block_on(async {
+        let mut c = Cluster::new(3).await;
+        let old = c.leader(T).await;
+        // The leader can no longer upload: it seals (every replica seals at that entry) but its
+        // table builds fail, so no ChunkAdded follows.
+        let no_puts = FaultConfig {
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        };
+        c.faults[&old].set(ObjectOp::Put, no_puts);
+        c.faults[&old].set(ObjectOp::PutIfAbsent, no_puts);
+        // ~130 bytes a write through 16 KiB memtables: a seal within the first 130 or so.
+        let last = write_keys(&c, 0..300, 1).await;
+        wait_all_applied(&c, last).await;
+        let sealed_at = {
+            let st = c.node(old).sm.db().replica_status();
+            assert_eq!(
+                st.flushed_seq, 0,
+                "a chunk was added despite the failing uploads"
+            );
+            *st.sealed.first().expect("the leader sealed a memtable")
+        };
+        for id in c.running() {
+            let st = c.node(id).sm.db().replica_status();
+            assert!(
+                st.sealed.contains(&sealed_at),
+                "node {id} did not seal: {st:?}"
+            );
+        }
+        assert!(
+            c.faults[&old].injected(ObjectOp::Put) > 0,
+            "no upload was tried"
+        );
+
+        // It crashes. Its successor finds the sealed memtable in its own state and builds it.
+        c.stop(old).await;
+        let new = c.leader(T).await;
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let flushed: Vec<u64> = c
+                .running()
+                .iter()
+                .map(|&id| c.node(id).sm.db().replica_status().flushed_seq)
+                .collect();
+            if flushed.iter().all(|&f| f >= sealed_at) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "new leader {new} did not chunk the memtable sealed at {sealed_at}: {flushed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for id in c.running() {
+            check_keys(&c, id, 0..300, 1);
+        }
+
+        // The old leader comes back (its uploads work again) and drops its sealed memtable when
+        // it applies its successor's ChunkAdded.
+        c.faults[&old].clear();
+        c.start(old).await;
+        let last = write_keys(&c, 300..320, 1).await;
+        wait_all_applied(&c, last).await;
+        let st = c.node(old).sm.db().replica_status();
+        assert!(
+            st.flushed_seq >= sealed_at,
+            "the old leader kept its memtable: {st:?}"
+        );
+        check_keys(&c, old, 0..320, 1);
+        let contents = c.contents(new);
+        for id in c.running() {
+            assert_eq!(c.contents(id), contents, "replica {id} differs");
         }
     });
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lsm::object::ObjectStore;
+use lsm::object::{FaultyStore, ObjectStore};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use raftlog::inproc::Router;
 
@@ -24,6 +24,9 @@ pub struct Cluster {
     pub config: Arc<Config>,
     pub nodes: BTreeMap<u64, Replica>,
     pub ids: Vec<u64>,
+    /// Each node's view of the shared object store, through which a test can make one node's
+    /// requests fail (kept across restarts). Injects nothing unless told to.
+    pub faults: BTreeMap<u64, Arc<FaultyStore<Arc<dyn ObjectStore>>>>,
 }
 
 /// Raft timings for tests on a busy 2-core machine, snapshots driven by the maintainer, and the
@@ -52,6 +55,7 @@ impl Cluster {
             config: test_config(),
             nodes: BTreeMap::new(),
             ids: (1..=n).collect(),
+            faults: BTreeMap::new(),
         };
         for id in 1..=n {
             c.start(id).await;
@@ -87,8 +91,14 @@ impl Cluster {
         // A restarted node may find its files still locked for a moment while the stopped
         // instance's tasks let go of them.
         let deadline = Instant::now() + Duration::from_secs(10);
+        let objects = self.objects.clone();
+        let store = self
+            .faults
+            .entry(id)
+            .or_insert_with(|| Arc::new(FaultyStore::new(objects, id)))
+            .clone();
         let replica = loop {
-            let engine = super::engine_options(self.objects.clone());
+            let engine = super::engine_options(store.clone());
             let net = self.router.factory(id);
             match Replica::start(
                 id,
