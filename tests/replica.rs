@@ -236,3 +236,54 @@ fn ordinary_writes_are_refused_and_options_checked() {
     assert!(Db::open(tmp.path().join("b"), o).is_err());
     assert!(TableEdit::decode(b"\xff\xff").is_err());
 }
+
+#[test]
+fn objects_compacted_away_are_deleted_without_further_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalDirStore::open(tmp.path().join("bucket")).unwrap());
+    let a = open(&tmp.path().join("a"), &store);
+    a.set_object_gc(true);
+    a.raise_file_numbers(1 << 32);
+    let mut log = Log {
+        entries: Vec::new(),
+    };
+    let pending = |db: &Db| db.stats().cold_objects_pending_deletion;
+    let mut next = 0;
+    let mut compacted = false;
+    for _ in 0..100 {
+        for i in next..next + 100 {
+            log.append(&[&a], Entry::Write(i));
+        }
+        next += 100;
+        log.append(&[&a], Entry::Seal);
+        for s in a.replica_status().sealed {
+            let edit = a.build_chunk(s).unwrap();
+            log.append(&[&a], Entry::Chunk(s, edit));
+        }
+        // The seal woke the engine's background thread: let it collect what is due, so that it
+        // goes back to waiting. Nothing below wakes it (no seal, no write, no leadership change).
+        let settle = std::time::Instant::now() + Duration::from_secs(10);
+        while pending(&a) > 0 && std::time::Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A compaction applied now, as a replica applies the one its leader ran.
+        if let Some(edit) = a.compact_step(0).unwrap() {
+            log.append(&[&a], Entry::Compacted(edit));
+            compacted = true;
+            break;
+        }
+    }
+    assert!(compacted, "no compaction in 10,000 writes");
+    assert!(pending(&a) > 0, "the compaction queued no garbage");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pending(&a) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} objects of a compaction applied after the last wake-up were never deleted",
+            pending(&a)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(a.stats().cold_objects_deleted > 0);
+}

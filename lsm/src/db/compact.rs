@@ -349,17 +349,14 @@ pub(crate) fn compaction_loop(inner: Arc<Inner>) {
         let compact = {
             let mut bg = lock(&inner.bg);
             while !bg.shutdown && (!bg.compaction_requested || bg.error.is_some()) {
-                if inner.tables.garbage_pending() == 0 {
-                    bg = inner.bg_cv.wait(bg).unwrap_or_else(|p| p.into_inner());
-                    continue;
-                }
-                // Objects wait for their grace period: look again in a second.
+                // Objects wait for their grace period, and garbage is also queued without a
+                // wake-up (a replica applying a compaction its leader ran): look every second.
                 let (g, t) = inner
                     .bg_cv
                     .wait_timeout(bg, std::time::Duration::from_secs(1))
                     .unwrap_or_else(|p| p.into_inner());
                 bg = g;
-                if t.timed_out() {
+                if t.timed_out() && inner.tables.garbage_pending() > 0 {
                     break;
                 }
             }
