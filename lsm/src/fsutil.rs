@@ -30,11 +30,21 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         TEMP_NUMBER.fetch_add(1, Ordering::Relaxed)
     ));
     let tmp = path.with_file_name(name);
-    let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("renaming {} into place", tmp.display()))?;
+    let written = File::create(&tmp)
+        .ctx(|| format!("creating {}", tmp.display()))
+        .and_then(|mut f| {
+            f.write_all(contents)
+                .and_then(|_| f.sync_all())
+                .ctx(|| format!("writing {}", tmp.display()))
+        })
+        .and_then(|_| {
+            std::fs::rename(&tmp, path).ctx(|| format!("renaming {} into place", tmp.display()))
+        });
+    if let Err(e) = written {
+        // Each attempt has its own name: a failing caller (a full disk) would leave one per try.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(dir)
 }
 
