@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -61,30 +61,33 @@ pub struct Peers {
 /// the cores with the requests they serve.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
+    /// Per address, newest last.
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
 }
+
+/// A connection and when it went idle.
+type Idle = (SendRequest<Full<Bytes>>, Instant);
 
 /// Idle connections kept per peer (more are opened while more calls are in flight).
 const MAX_IDLE_PER_PEER: usize = 16;
+/// A connection idle this long is closed rather than reused: a peer restarted or a middlebox
+/// that dropped it silently would otherwise cost a call its whole timeout.
+const MAX_IDLE: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Pool {
     fn take(&self, addr: &str) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let conns = idle.get_mut(addr)?;
-        while let Some(c) = conns.pop() {
-            if !c.is_closed() {
-                return Some(c);
-            }
-        }
-        None
+        conns.retain(|(c, since)| !c.is_closed() && since.elapsed() < MAX_IDLE);
+        conns.pop().map(|(c, _)| c)
     }
 
     fn put(&self, addr: &str, conn: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let conns = idle.entry(addr.to_string()).or_default();
         if conns.len() < MAX_IDLE_PER_PEER {
-            conns.push(conn);
+            conns.push((conn, Instant::now()));
         }
     }
 

@@ -103,11 +103,12 @@ impl Client {
             None => Bytes::new(),
         };
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let mut conn = match self.conn.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
-        };
+        let reuse = self.conn.take().filter(|c| !c.is_closed());
         let exchange = async {
+            let mut conn = match reuse {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
             conn.ready().await.map_err(|e| e.to_string())?;
             let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
@@ -117,15 +118,13 @@ impl Client {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
-            Ok::<_, String>((status, body))
+            Ok::<_, String>((status, body, conn))
         };
-        let r = tokio::time::timeout(TIMEOUT, exchange)
+        let (status, body, conn) = tokio::time::timeout(TIMEOUT, exchange)
             .await
-            .map_err(|_| format!("no answer within {TIMEOUT:?}"))?;
-        if r.is_ok() {
-            self.conn = Some(conn);
-        }
-        r
+            .map_err(|_| format!("no answer within {TIMEOUT:?}"))??;
+        self.conn = Some(conn);
+        Ok((status, body))
     }
 
     async fn expect(
