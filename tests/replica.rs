@@ -26,6 +26,20 @@ fn open(dir: &Path, store: &Arc<dyn ObjectStore>) -> Db {
     Db::open(dir, replica_options(store)).expect("open replica")
 }
 
+/// The group's shared object store, under `root`.
+fn bucket(root: &Path) -> Arc<dyn ObjectStore> {
+    Arc::new(LocalDirStore::open(root.join("bucket")).unwrap())
+}
+
+/// A replica acting as the leader: it deletes garbage objects and numbers its tables as a
+/// leader of term 1 would.
+fn open_leader(dir: &Path, store: &Arc<dyn ObjectStore>) -> Db {
+    let db = open(dir, store);
+    db.set_object_gc(true);
+    db.raise_file_numbers(1 << 32);
+    db
+}
+
 fn batch(i: u64) -> WriteBatch {
     let mut b = WriteBatch::new();
     b.put(
@@ -107,12 +121,9 @@ fn levels(db: &Db) -> Vec<usize> {
 #[test]
 fn replicas_agree_and_duplicates_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalDirStore::open(tmp.path().join("bucket")).unwrap());
-    let a = open(&tmp.path().join("a"), &store);
+    let store = bucket(tmp.path());
+    let a = open_leader(&tmp.path().join("a"), &store);
     let b = open(&tmp.path().join("b"), &store);
-    a.set_object_gc(true);
-    a.raise_file_numbers(1 << 32);
     let mut log = Log {
         entries: Vec::new(),
     };
@@ -147,8 +158,7 @@ fn replicas_agree_and_duplicates_change_nothing() {
 #[test]
 fn restart_resumes_at_the_flushed_point_and_an_image_bootstraps_a_replica() {
     let tmp = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalDirStore::open(tmp.path().join("bucket")).unwrap());
+    let store = bucket(tmp.path());
     let db_dir = tmp.path().join("b");
     let a = open(&tmp.path().join("a"), &store);
     let b = open(&db_dir, &store);
@@ -226,8 +236,7 @@ fn restart_resumes_at_the_flushed_point_and_an_image_bootstraps_a_replica() {
 #[test]
 fn ordinary_writes_are_refused_and_options_checked() {
     let tmp = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalDirStore::open(tmp.path().join("bucket")).unwrap());
+    let store = bucket(tmp.path());
     let db = open(&tmp.path().join("a"), &store);
     assert!(db.put("k", "v").is_err());
     assert!(db.flush().is_err());
@@ -240,11 +249,8 @@ fn ordinary_writes_are_refused_and_options_checked() {
 #[test]
 fn objects_compacted_away_are_deleted_without_further_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(LocalDirStore::open(tmp.path().join("bucket")).unwrap());
-    let a = open(&tmp.path().join("a"), &store);
-    a.set_object_gc(true);
-    a.raise_file_numbers(1 << 32);
+    let store = bucket(tmp.path());
+    let a = open_leader(&tmp.path().join("a"), &store);
     let mut log = Log {
         entries: Vec::new(),
     };
