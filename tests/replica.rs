@@ -36,7 +36,7 @@ fn bucket(root: &Path) -> Arc<dyn ObjectStore> {
 fn open_leader(dir: &Path, store: &Arc<dyn ObjectStore>) -> Db {
     let db = open(dir, store);
     db.set_object_gc(true);
-    db.raise_file_numbers(1 << 32);
+    db.number_tables_within(1 << 32..2 << 32).unwrap();
     db
 }
 
@@ -142,7 +142,7 @@ fn replicas_agree_and_duplicates_change_nothing() {
     assert_eq!(levels(&a), levels(&b));
 
     // A compaction edit is applied once; a second application is refused.
-    a.raise_file_numbers(2 << 32);
+    a.number_tables_within(2 << 32..3 << 32).unwrap();
     log.drive(&[&a, &b], 3000..3400);
     if let Some(edit) = a.compact_step(0).unwrap() {
         assert_eq!(
@@ -162,7 +162,7 @@ fn restart_resumes_at_the_flushed_point_and_an_image_bootstraps_a_replica() {
     let db_dir = tmp.path().join("b");
     let a = open(&tmp.path().join("a"), &store);
     let b = open(&db_dir, &store);
-    a.raise_file_numbers(1 << 32);
+    a.number_tables_within(1 << 32..2 << 32).unwrap();
     let mut log = Log {
         entries: Vec::new(),
     };
@@ -292,4 +292,52 @@ fn objects_compacted_away_are_deleted_without_further_writes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(a.stats().cold_objects_deleted > 0);
+}
+
+#[test]
+fn a_replica_that_knows_a_newer_leaders_tables_uploads_none_in_its_old_term() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = bucket(tmp.path());
+    let a = open_leader(&tmp.path().join("a"), &store);
+    let b = open(&tmp.path().join("b"), &store);
+    let mut log = Log {
+        entries: Vec::new(),
+    };
+    log.drive(&[&a, &b], 0..300);
+    // b leads term 2 and adds tables numbered in that term; a applies them.
+    b.number_tables_within(2 << 32..3 << 32).unwrap();
+    log.drive(&[&b, &a], 300..600);
+    let objects = || {
+        let mut v: Vec<u64> = std::fs::read_dir(tmp.path().join("bucket/group-1/sst"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".sst")?.parse().ok()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        objects().last().is_some_and(|&n| n >= 2 << 32),
+        "b added no table of term 2: {:?}",
+        objects()
+    );
+    // a still believes it leads term 1 (a restart restores that belief until it hears of term
+    // 2): it must neither accept that numbering nor build a table under term 2's numbers.
+    for i in 600..700 {
+        log.append(&[&a, &b], Entry::Write(i));
+    }
+    log.append(&[&a, &b], Entry::Seal);
+    let sealed = *a.replica_status().sealed.first().unwrap();
+    assert!(a.number_tables_within(1 << 32..2 << 32).is_err());
+    let before = objects();
+    assert!(a.build_chunk(sealed).is_err());
+    assert_eq!(objects(), before, "a uploaded a table");
+    // The same holds for a replica opened afresh: it starts numbering above every listed object.
+    drop(a);
+    let a = open(&tmp.path().join("a"), &store);
+    assert!(a.number_tables_within(1 << 32..2 << 32).is_err());
+    // Its next term is fine.
+    a.number_tables_within(3 << 32..4 << 32).unwrap();
 }

@@ -80,6 +80,7 @@ impl Maintainer {
 async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) {
     let mut metrics = raft.metrics();
     let mut floor_term = 0;
+    let mut term_usable = false;
     let mut snapshot_at = sm.flushed();
     // After a failed pass (an object-store outage, a lost proposal) the next waits, doubling up
     // to a limit: a pass follows every metrics change, i.e. every applied entry, and each retry
@@ -115,13 +116,21 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
         }
         if leader {
             if term != floor_term {
-                // Table numbers of this term start at `term << 32`: no two leaders (one per
-                // term) ever upload the same object name.
-                sm.db().raise_file_numbers(term << 32);
+                // Tables of this term are numbered `term << 32 ..`: no two leaders (one per
+                // term) ever upload the same object name. A node that restarts believing it
+                // still leads an old term may already know a newer leader's numbers: it must
+                // not upload under them (it would replace that leader's tables).
+                term_usable = match sm.db().number_tables_within(term << 32..(term + 1) << 32) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(term, error = %e, "no maintenance in a superseded term");
+                        false
+                    }
+                };
                 floor_term = term;
                 compaction = Compaction::default();
             }
-            if tokio::time::Instant::now() >= retry_at {
+            if term_usable && tokio::time::Instant::now() >= retry_at {
                 match pass(&raft, &sm, &opts, &mut compaction).await {
                     Ok(()) => backoff = opts.interval,
                     Err(e) => {

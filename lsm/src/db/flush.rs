@@ -42,6 +42,14 @@ impl Inner {
     }
 
     pub(crate) fn new_table(&self, vs: &mut VersionSet) -> Result<(u64, TableBuilder)> {
+        // Table numbers name objects in a store other replicas share; local files (manifests)
+        // may use any number.
+        if vs.next_file >= vs.file_limit {
+            return Err(Error::InvalidArgument(format!(
+                "table number {} is outside this replica's range (below {}): a newer leader numbers from there",
+                vs.next_file, vs.file_limit
+            )));
+        }
         let n = self.alloc_file(vs)?;
         let o = &self.opts;
         let b = TableBuilder::create(

@@ -78,6 +78,9 @@ pub(crate) struct VersionSet {
     /// File numbers below this are reserved in the manifest; crossing it logs a new reservation,
     /// so numbers are never reused even when a crash loses the file that used one.
     pub reserved: u64,
+    /// Tables are never numbered at or above this (replicated mode: the end of the leader's
+    /// term's own numbers; see `Db::number_tables_within`).
+    pub file_limit: u64,
     pub log_number: u64,
     /// Round-robin compaction cursor per level (largest user key last compacted).
     pub pointers: Vec<Vec<u8>>,

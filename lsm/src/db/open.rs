@@ -442,6 +442,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             manifest,
             next_file,
             reserved,
+            file_limit: u64::MAX,
             log_number: wal_number,
             pointers: vec![Vec::new(); num_levels],
             flushed_seq: rec.flushed_seq,

@@ -449,11 +449,22 @@ impl Db {
         Ok(())
     }
 
-    /// Leader: table numbers handed out from now on are at least `floor`. A leader raises it to
-    /// a floor its term owns (e.g. `term << 32`), so two leaders never upload the same name.
-    pub fn raise_file_numbers(&self, floor: u64) {
+    /// Leader: tables built from now on are numbered within `range`, the numbers its term owns
+    /// (e.g. `term << 32 .. (term + 1) << 32`), so two leaders never upload the same name.
+    /// Fails, and hands out no number until called again, when numbers at or above the range's
+    /// end are known here (a newer leader's tables applied, or its objects listed at open): this
+    /// replica's term is over, and an upload could replace that leader's object.
+    pub fn number_tables_within(&self, range: std::ops::Range<u64>) -> Result<()> {
         let mut vs = lock(&self.inner.versions);
-        vs.next_file = vs.next_file.max(floor);
+        vs.next_file = vs.next_file.max(range.start);
+        vs.file_limit = range.end;
+        if vs.next_file >= range.end {
+            return Err(Error::InvalidArgument(format!(
+                "table numbers up to {} are in use: a newer leader uploaded tables",
+                vs.next_file
+            )));
+        }
+        Ok(())
     }
 
     /// Allows (the leader) or forbids (a follower) deleting obsolete objects. Every replica

@@ -46,6 +46,7 @@ pub fn test_config() -> Arc<Config> {
 impl Cluster {
     /// Starts nodes `1..=n` and makes them one group with every node a voter.
     pub async fn new(n: u64) -> Cluster {
+        super::trace();
         let root = tempfile::tempdir().expect("temporary directory");
         let objects = super::object_store(&root.path().join("objects"));
         let mut c = Cluster {

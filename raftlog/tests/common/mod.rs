@@ -9,6 +9,17 @@ use std::time::Duration;
 
 use lsm::object::{LocalDirStore, ObjectStore};
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=raftlog=debug`): a failure
+/// on a busy CI machine can then be read after the fact.
+pub fn trace() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A group's shared object store, in a local directory.
 pub fn object_store(dir: &Path) -> Arc<dyn ObjectStore> {
     Arc::new(LocalDirStore::open(dir).expect("open object store"))
