@@ -35,7 +35,7 @@ fn other_leader(raft: &Raft<TypeConfig>) -> Option<(u64, String)> {
 
 /// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
 /// reply. A 503 means the outcome is unknown (the write may still commit).
-/// Refused (503) while the tables fall behind (see [`AppState::admit_write`]).
+/// Refused (503) while the tables fall behind (see [`Shared::admit_write`](crate::server::Shared::admit_write)).
 pub async fn propose(state: &AppState, cmd: Command) -> Result<Reply, ApiError> {
     state.admit_write()?;
     propose_with(&state.replica.raft, state.peers(), cmd).await
