@@ -192,6 +192,48 @@ fn a_new_leader_builds_the_memtable_its_predecessor_sealed_but_could_not_upload(
 }
 
 #[test]
+fn a_leader_whose_log_cannot_sync_stops_and_no_acknowledged_write_is_lost() {
+    rt().block_on(async {
+        let mut c = Cluster::new(3).await;
+        let last = write_keys(&c, 0..50, 1).await;
+        wait_all_applied(&c, last).await;
+        // The leader's disk fails: its fdatasync returns EIO from now on.
+        let old = c.leader(T).await;
+        c.node(old).log.fail_syncs(true);
+        // Writes go on: the first ones reach the failing leader and are not acknowledged by
+        // it; the group elects another leader, which takes them.
+        let last = write_keys(&c, 50..120, 1).await;
+        let new = c.leader(T).await;
+        assert_ne!(new, old, "the leader kept leading without a durable log");
+        let poisoned = c.node(old).log.with_log(|l| l.is_poisoned()).expect("log");
+        assert!(poisoned, "the failed sync did not poison the log");
+        let deadline = std::time::Instant::now() + T;
+        while c.node(old).raft.metrics().borrow().state != openraft::ServerState::Shutdown {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica whose log failed kept running"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for id in c.running().into_iter().filter(|&id| id != old) {
+            c.wait_applied(id, last, T).await;
+            check_keys(&c, id, 0..120, 1);
+        }
+        // The disk is replaced (the same files, syncs work): the node reopens its log, rejoins
+        // and converges.
+        c.stop(old).await;
+        c.start(old).await;
+        let last = write_keys(&c, 120..130, 1).await;
+        wait_all_applied(&c, last).await;
+        check_keys(&c, old, 0..130, 1);
+        let contents = c.contents(new);
+        for id in c.running() {
+            assert_eq!(c.contents(id), contents, "replica {id} differs");
+        }
+    });
+}
+
+#[test]
 fn every_node_restarts_from_disk() {
     rt().block_on(async {
         let mut c = Cluster::new(3).await;

@@ -9,7 +9,7 @@
 //! the error and poisons the log: after a failed `fdatasync` the page cache may have dropped the
 //! data, and no later sync could be trusted to cover it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -27,6 +27,8 @@ struct Job {
 pub(crate) struct Flusher {
     tx: Mutex<Sender<Job>>,
     syncs: Arc<AtomicU64>,
+    /// Fault injection: while set, every sync fails as a failing disk's `fdatasync` does.
+    fail: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Flusher {
@@ -44,12 +46,15 @@ impl Flusher {
         let (tx, rx) = channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let counter = syncs.clone();
+        let fail = Arc::new(AtomicBool::new(false));
+        let failing = fail.clone();
         std::thread::Builder::new()
             .name("raftlog-flush".into())
-            .spawn(move || run(rx, log, counter))?;
+            .spawn(move || run(rx, log, counter, failing))?;
         Ok(Flusher {
             tx: Mutex::new(tx),
             syncs,
+            fail,
         })
     }
 
@@ -65,13 +70,20 @@ impl Flusher {
         }
     }
 
+    /// Makes every later sync fail (`on`) or succeed again, as with [`LogStore::fail_syncs`].
+    ///
+    /// [`LogStore::fail_syncs`]: super::LogStore::fail_syncs
+    pub(crate) fn fail_syncs(&self, on: bool) {
+        self.fail.store(on, Ordering::Release);
+    }
+
     /// `fdatasync` calls made so far.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
 }
 
-fn run(rx: Receiver<Job>, log: Weak<Mutex<Log>>, syncs: Arc<AtomicU64>) {
+fn run(rx: Receiver<Job>, log: Weak<Mutex<Log>>, syncs: Arc<AtomicU64>, fail: Arc<AtomicBool>) {
     // Once a sync failed, no later one is trusted: jobs written before the failure and still
     // queued could be "covered" by a sync that succeeds over pages the kernel dropped.
     let mut failed: Option<(std::io::ErrorKind, String)> = None;
@@ -102,7 +114,14 @@ fn run(rx: Receiver<Job>, log: Weak<Mutex<Log>>, syncs: Arc<AtomicU64>) {
                 continue;
             }
             syncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = job.handle.sync() {
+            let r = if fail.load(Ordering::Acquire) {
+                Err(std::io::Error::other(
+                    "fdatasync: Input/output error (injected)",
+                ))
+            } else {
+                job.handle.sync()
+            };
+            if let Err(e) = r {
                 failure = Some(e);
                 break;
             }

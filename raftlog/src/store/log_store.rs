@@ -124,6 +124,15 @@ impl LogStore {
         self.flusher.syncs()
     }
 
+    /// Fault injection (for tests of what a failing disk does to a replica): while `on`, the
+    /// group commit's `fdatasync` fails with an I/O error, as a disk's would. The first failure
+    /// poisons the log for good (see the flusher): appends waiting on it and every later one
+    /// fail, and openraft stops this replica. Turning it off again does not heal the log;
+    /// reopening it does.
+    pub fn fail_syncs(&self, on: bool) {
+        self.flusher.fail_syncs(on);
+    }
+
     /// Runs `f` on the underlying log (for stats and tests); the store's lock is held meanwhile.
     pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> StoreResult<T> {
         Ok(f(&*lock(&self.log, ErrorSubject::Store)?))
