@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// many; 0: no limit. A batch counts each link.
     #[arg(long, env = "STRATA_LINK_RATE_PER_MINUTE", default_value_t = 600)]
     pub link_rate_per_minute: u32,
+    /// Threads serving requests and Raft (0: one per core). Fewer than the cores leaves CPU to
+    /// other processes, e.g. several nodes sharing one machine.
+    #[arg(long, env = "STRATA_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 fn redirect_status(s: &str) -> Result<u16, String> {

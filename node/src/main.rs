@@ -42,7 +42,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = match &cli.command {
+        config::Command::Serve(args) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if args.worker_threads > 0 {
+                b.worker_threads(args.worker_threads);
+            }
+            b
+        }
+        config::Command::Admin(_) => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("strata: error: starting the runtime: {e}");
