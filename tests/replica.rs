@@ -77,6 +77,7 @@ fn contents(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// A leader-driven log: the leader (`dbs[0]`) seals when its memtable is full, builds and adds
 /// each sealed memtable, compacts when needed; every entry is applied by every replica and
 /// recorded.
+#[derive(Default)]
 struct Log {
     entries: Vec<(u64, Entry)>,
 }
@@ -124,9 +125,7 @@ fn replicas_agree_and_duplicates_change_nothing() {
     let store = bucket(tmp.path());
     let a = open_leader(&tmp.path().join("a"), &store);
     let b = open(&tmp.path().join("b"), &store);
-    let mut log = Log {
-        entries: Vec::new(),
-    };
+    let mut log = Log::default();
     log.drive(&[&a, &b], 0..3000);
     assert!(a.stats().compactions > 0, "the run should compact");
     assert_eq!(contents(&a), contents(&b));
@@ -163,9 +162,7 @@ fn restart_resumes_at_the_flushed_point_and_an_image_bootstraps_a_replica() {
     let a = open(&tmp.path().join("a"), &store);
     let b = open(&db_dir, &store);
     a.number_tables_within(1 << 32..2 << 32).unwrap();
-    let mut log = Log {
-        entries: Vec::new(),
-    };
+    let mut log = Log::default();
     log.drive(&[&a, &b], 0..1500);
     // A few writes stay in the memtable, unflushed.
     for i in 1500..1510 {
@@ -251,9 +248,7 @@ fn objects_compacted_away_are_deleted_without_further_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = bucket(tmp.path());
     let a = open_leader(&tmp.path().join("a"), &store);
-    let mut log = Log {
-        entries: Vec::new(),
-    };
+    let mut log = Log::default();
     let pending = |db: &Db| db.stats().cold_objects_pending_deletion;
     let mut next = 0;
     let mut compacted = false;
@@ -300,9 +295,7 @@ fn a_replica_that_knows_a_newer_leaders_tables_uploads_none_in_its_old_term() {
     let store = bucket(tmp.path());
     let a = open_leader(&tmp.path().join("a"), &store);
     let b = open(&tmp.path().join("b"), &store);
-    let mut log = Log {
-        entries: Vec::new(),
-    };
+    let mut log = Log::default();
     log.drive(&[&a, &b], 0..300);
     // b leads term 2 and adds tables numbered in that term; a applies them.
     b.number_tables_within(2 << 32..3 << 32).unwrap();
