@@ -25,7 +25,7 @@ fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError>
 }
 
 /// The leader and its address, when this node knows one and it is another node.
-fn other_leader(raft: &Raft<TypeConfig>) -> Option<(u64, String)> {
+pub(crate) fn other_leader(raft: &Raft<TypeConfig>) -> Option<(u64, String)> {
     let m = raft.metrics();
     let m = m.borrow();
     let id = m.current_leader.filter(|&l| l != m.id)?;

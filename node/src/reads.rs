@@ -77,7 +77,18 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers
         while let Ok(w) = rx.try_recv() {
             waiting.push(w);
         }
-        let local = confirm_here(&replica).await;
+        // A follower that knows its leader asks it at once, rather than through its own Raft
+        // core only to be told where to ask (the leader's answer is what makes the read safe
+        // either way; the local one is needed only for `local_only` waiters).
+        let known = crate::forward::other_leader(&replica.raft)
+            .filter(|_| waiting.iter().any(|w| !w.local_only));
+        let local = match known {
+            Some(leader) => Err(NotHere {
+                leader: Some(leader),
+                why: "this node does not lead".into(),
+            }),
+            None => confirm_here(&replica).await,
+        };
         let forwarded = match &local {
             Err(NotHere {
                 leader: Some(leader),
