@@ -68,6 +68,14 @@ async fn wait_all_applied(c: &Cluster, index: u64) {
     }
 }
 
+/// Every running replica holds what `reference` holds.
+fn assert_replicas_match(c: &Cluster, reference: u64, context: &str) {
+    let contents = c.contents(reference);
+    for id in c.running() {
+        assert_eq!(c.contents(id), contents, "replica {id} differs{context}");
+    }
+}
+
 #[test]
 fn three_nodes_replicate_seal_chunk_and_survive_a_leader_crash() {
     rt().block_on(async {
@@ -81,10 +89,7 @@ fn three_nodes_replicate_seal_chunk_and_survive_a_leader_crash() {
         let leader = c.leader(T).await;
         let st = c.node(leader).sm.db().replica_status();
         assert!(st.flushed_seq > 0, "no chunk was added: {st:?}");
-        let contents = c.contents(leader);
-        for id in c.running() {
-            assert_eq!(c.contents(id), contents, "replica {id} differs");
-        }
+        assert_replicas_match(&c, leader, "");
 
         // The leader crashes; the others elect a new one and go on.
         c.stop(leader).await;
@@ -102,14 +107,7 @@ fn three_nodes_replicate_seal_chunk_and_survive_a_leader_crash() {
         c.wait_applied(leader, last, T).await;
         check_keys(&c, leader, 0..200, 1);
         check_keys(&c, leader, 200..600, 2);
-        let contents = c.contents(new_leader);
-        for id in c.running() {
-            assert_eq!(
-                c.contents(id),
-                contents,
-                "replica {id} differs after catch-up"
-            );
-        }
+        assert_replicas_match(&c, new_leader, " after catch-up");
     });
 }
 
@@ -184,10 +182,7 @@ fn a_new_leader_builds_the_memtable_its_predecessor_sealed_but_could_not_upload(
             "the old leader kept its memtable: {st:?}"
         );
         check_keys(&c, old, 0..320, 1);
-        let contents = c.contents(new);
-        for id in c.running() {
-            assert_eq!(c.contents(id), contents, "replica {id} differs");
-        }
+        assert_replicas_match(&c, new, "");
     });
 }
 
@@ -226,10 +221,7 @@ fn a_leader_whose_log_cannot_sync_stops_and_no_acknowledged_write_is_lost() {
         let last = write_keys(&c, 120..130, 1).await;
         wait_all_applied(&c, last).await;
         check_keys(&c, old, 0..130, 1);
-        let contents = c.contents(new);
-        for id in c.running() {
-            assert_eq!(c.contents(id), contents, "replica {id} differs");
-        }
+        assert_replicas_match(&c, new, "");
     });
 }
 
