@@ -79,11 +79,20 @@ fn round_trip_across_rollovers() {
     check(&log, 0, 2000, 0);
     let segs = segments(d.path());
     assert!(segs.len() > 20, "{} segments", segs.len());
-    for s in &segs {
+    // Sealed segments: the last one holds zeros written ahead of its appends until it is sealed
+    // or the log closed.
+    let sealed = &segs[..segs.len() - 1];
+    for s in sealed {
         let len = std::fs::metadata(s).unwrap().len();
         // A batch never exceeds 16 * (16 + 300) bytes, so rollover keeps files near the limit.
         assert!(len <= 4096 + 16 * 316, "{} is {len} bytes", s.display());
     }
+    let last = segs.last().unwrap();
+    let open_len = std::fs::metadata(last).unwrap().len();
+    assert!(
+        open_len > 1 << 20,
+        "no space written ahead: {open_len} bytes"
+    );
     // Ranges across segment boundaries, and ones cut at the end of the log.
     for (lo, hi) in [(0, 1), (90, 700), (1999, 2000), (1500, 5000), (7, 7)] {
         let r = log.range(lo..hi).unwrap();
@@ -95,6 +104,15 @@ fn round_trip_across_rollovers() {
     }
     assert_eq!(log.range(100..=100).unwrap().len(), 1);
     assert_eq!(log.range(5000..).unwrap(), vec![]);
+    drop(log);
+    let closed_len = std::fs::metadata(last).unwrap().len();
+    assert!(
+        closed_len <= 4096 + 16 * 316,
+        "closing left {closed_len} bytes"
+    );
+    let (log, info) = open(d.path());
+    assert_eq!(info.damage, None);
+    check(&log, 0, 2000, 0);
 }
 
 #[test]

@@ -120,6 +120,17 @@ pub struct Log {
     stats: LogStats,
 }
 
+impl Drop for Log {
+    /// Leaves the last segment ending with its last record (see [`segment::PREALLOC`]).
+    fn drop(&mut self) {
+        if !self.poisoned {
+            if let Some(tail) = self.segments.last_mut() {
+                tail.trim();
+            }
+        }
+    }
+}
+
 impl Log {
     /// Opens (creating if needed) the log in `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<(Log, RecoveryInfo)> {
@@ -300,8 +311,9 @@ impl Log {
             let r = if rollover {
                 // Deferred appends may have left the old tail unsynced: sync it before a later
                 // segment exists, or a crash could keep the new one and lose the old one's end.
-                if let Some(tail) = log.segments.last() {
-                    tail.sync()?;
+                // Sealing also cuts its zeros written ahead, so only the last segment has any.
+                if let Some(tail) = log.segments.last_mut() {
+                    tail.seal()?;
                 }
                 let mut seg = Segment::create(&log.dir, first)?;
                 log.stats.segments_created += 1;

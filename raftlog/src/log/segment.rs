@@ -10,6 +10,10 @@
 //! `fsutil::write_atomic`), so a segment under its final name always has a whole header: a bad
 //! one is corruption. Records are only appended at the end, one `write` and one `fdatasync` per
 //! batch, and the file is only ever cut back to a record boundary.
+//!
+//! The records may be followed by zeros: space written ahead of the appends (see [`PREALLOC`]),
+//! cut off when the segment is sealed or closed. A zero length ends the records (see
+//! `framing`), so recovery reads it as the end of the log, not as damage.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -34,6 +38,15 @@ pub(crate) const HEADER_LEN: u64 = (PREFIX_LEN + framing::HEADER_LEN + 8) as u64
 pub const MAX_ENTRY_LEN: usize = 64 << 20;
 /// Largest record payload: the index, then the entry.
 const MAX_PAYLOAD_LEN: u32 = (MAX_ENTRY_LEN + 8) as u32;
+
+/// Zeros written past the end of the records whenever an append would reach past those already
+/// there. An `fdatasync` after an append that grew the file must also commit the new size and
+/// block allocation to the filesystem's journal; one that only overwrote zeros already on disk
+/// flushes the data alone, about half the time on the ext4 disk the project is measured on
+/// (0.10-0.12 ms against 0.19-0.21 ms for 1.5 KiB writes). `fallocate` does not do: its
+/// unwritten extents are converted, through the journal, by the first write into them. With
+/// 1 MiB ahead, one sync in several hundred pays for the journal instead of every one.
+pub(crate) const PREALLOC: u64 = 1 << 20;
 
 /// The path of the segment whose first entry is `base`.
 pub(crate) fn path_for(dir: &Path, base: u64) -> PathBuf {
@@ -73,6 +86,8 @@ pub(crate) struct Segment {
     offsets: Vec<u64>,
     /// End of the last valid record, where the next append goes.
     end: u64,
+    /// Length of the file: `end`, then zeros written ahead of the appends.
+    allocated: u64,
 }
 
 impl Segment {
@@ -92,6 +107,7 @@ impl Segment {
             base,
             offsets: Vec::new(),
             end: HEADER_LEN,
+            allocated: HEADER_LEN,
         })
     }
 
@@ -129,10 +145,21 @@ impl Segment {
                 Next::Record => Some(payload.len() as u32),
                 Next::Damaged { declared_len } => declared_len,
             };
+            // Space written ahead of the appends, never used (or used by an append a crash
+            // interrupted before any of it reached the disk): the log ends here, undamaged.
+            if zeros_from(&file, &path, end, file_len)? {
+                break None;
+            }
             let bytes = file_len - end;
-            let is_last =
-                declared_len.is_none_or(|len| framing::HEADER_LEN as u64 + u64::from(len) >= bytes);
-            let torn = is_last || zeros_from(&file, &path, end, file_len)?;
+            let extent = declared_len.map(|len| framing::HEADER_LEN as u64 + u64::from(len));
+            let is_last = extent.is_none_or(|n| n >= bytes);
+            // An interrupted append leaves its bad record followed by nothing but the zeros
+            // written ahead of it; whole data after it is damage a crash alone does not make.
+            let torn = match extent {
+                _ if is_last => true,
+                Some(n) => zeros_from(&file, &path, end + n, file_len)?,
+                None => false,
+            };
             break Some(Damage {
                 offset: end,
                 bytes,
@@ -146,6 +173,7 @@ impl Segment {
             base,
             offsets,
             end,
+            allocated: file_len,
         };
         Ok((seg, damage))
     }
@@ -190,6 +218,13 @@ impl Segment {
             self.offsets.push(self.end + buf.len() as u64);
             framing::frame(buf, &[&index.to_le_bytes(), data]);
         }
+        let records = buf.len() as u64;
+        // The zeros go in the same write as the records, so the sync that makes these records
+        // durable also makes the space ahead durable, once.
+        let past = self.end + records;
+        if past > self.allocated {
+            buf.resize((records + PREALLOC) as usize, 0);
+        }
         let written = self.file.write_all_at(buf, self.end).and_then(|_| {
             if sync {
                 self.file.sync_data()
@@ -204,15 +239,32 @@ impl Segment {
                 e,
             ));
         }
-        self.end += buf.len() as u64;
+        self.end = past;
+        self.allocated = self.allocated.max(self.end + (buf.len() as u64 - records));
+        buf.truncate(records as usize);
         Ok(())
     }
 
-    /// Makes every append so far durable.
-    pub(crate) fn sync(&self) -> Result<()> {
+    /// Cuts the zeros written ahead of the records and syncs the file (size included): for a
+    /// segment no more appends will go to.
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        if self.allocated > self.end {
+            self.file
+                .set_len(self.end)
+                .ctx(|| format!("sealing {}", self.path.display()))?;
+            self.allocated = self.end;
+        }
         self.file
-            .sync_data()
+            .sync_all()
             .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+    }
+
+    /// Best effort, for a log being closed: cuts the zeros ahead of the records so the file on
+    /// disk ends with its last record. Left in place (say, by a crash), they are harmless.
+    pub(crate) fn trim(&mut self) {
+        if self.allocated > self.end && self.file.set_len(self.end).is_ok() {
+            self.allocated = self.end;
+        }
     }
 
     /// The file, for syncing a deferred append outside the log's lock.
@@ -231,6 +283,7 @@ impl Segment {
             .ctx(|| format!("truncating {}", self.path.display()))?;
         self.offsets.truncate(keep);
         self.end = end;
+        self.allocated = end;
         Ok(())
     }
 
@@ -386,7 +439,8 @@ mod tests {
         let es = entries(0..6);
         append(&mut seg, &es);
         let path = seg.path().to_path_buf();
-        let full = std::fs::read(&path).unwrap();
+        // The records, without the zeros written ahead of them.
+        let full = std::fs::read(&path).unwrap()[..seg.size() as usize].to_vec();
         let last = seg.offsets[5];
         let third = seg.offsets[2];
         // Cut inside the last record: an interrupted append.
@@ -396,13 +450,21 @@ mod tests {
         let dmg = damage.unwrap();
         assert_eq!((dmg.offset, dmg.torn), (last, true));
         assert_eq!(dmg.bytes, full.len() as u64 - 3 - last);
-        // A zero-filled tail is torn too.
+        // Zeros after the records are space written ahead, not damage.
         let mut zeros = full.clone();
         zeros.extend_from_slice(&[0; 100]);
         std::fs::write(&path, &zeros).unwrap();
         let (s, damage) = Segment::open(path.clone(), 0).unwrap();
         assert_eq!(s.next_index(), 6);
-        assert!(damage.unwrap().torn);
+        assert_eq!(damage, None);
+        // A record cut short and followed by those zeros is an interrupted append.
+        let mut cut = full[..full.len() - 10].to_vec();
+        cut.extend_from_slice(&[0; 100]);
+        std::fs::write(&path, &cut).unwrap();
+        let (s, damage) = Segment::open(path.clone(), 0).unwrap();
+        assert_eq!(s.next_index(), 5);
+        let dmg = damage.unwrap();
+        assert_eq!((dmg.offset, dmg.torn), (last, true));
         // A flipped byte in the third record, with whole records after it: not torn.
         let mut flipped = full.clone();
         flipped[third as usize + 12] ^= 1;
@@ -423,6 +485,38 @@ mod tests {
         let (s, damage) = Segment::open(path, 0).unwrap();
         assert_eq!(damage, None);
         assert_eq!(read_all(&s), es);
+    }
+
+    #[test]
+    fn appends_write_zeros_ahead_that_reopening_reuses_and_sealing_cuts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(d.path(), 0).unwrap();
+        let file_len = |s: &Segment| std::fs::metadata(s.path()).unwrap().len();
+        let es = entries(0..40);
+        append(&mut seg, &es[..1]);
+        let ahead = file_len(&seg);
+        assert_eq!(ahead, seg.size() + PREALLOC);
+        // Later appends overwrite those zeros: the file does not grow.
+        append(&mut seg, &es[1..20]);
+        assert_eq!(file_len(&seg), ahead);
+        let (mut seg, damage) = Segment::open(seg.path().to_path_buf(), 0).unwrap();
+        assert_eq!(damage, None);
+        assert_eq!(read_all(&seg), es[..20]);
+        append(&mut seg, &es[20..]);
+        assert_eq!(file_len(&seg), ahead);
+        // An append past the zeros writes more ahead of itself.
+        let big = vec![(40, vec![7u8; PREALLOC as usize])];
+        append(&mut seg, &big);
+        assert_eq!(file_len(&seg), seg.size() + PREALLOC);
+        seg.seal().unwrap();
+        assert_eq!(file_len(&seg), seg.size());
+        let (seg, damage) = Segment::open(seg.path().to_path_buf(), 0).unwrap();
+        assert_eq!(damage, None);
+        assert_eq!(seg.next_index(), 41);
+        // Truncation cuts the zeros with the records, so no old record lies beyond the end.
+        let mut seg = seg;
+        seg.truncate_from(10).unwrap();
+        assert_eq!(file_len(&seg), seg.size());
     }
 
     #[test]
