@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The same put and linearizable-get load against a 3-member etcd cluster and a 3-node Strata
 # cluster, on loopback, one after the other in one run; then short-link creates and redirects
-# against one Strata node. Prints both tables and the ratios.
+# against one Strata node. Prints both tables and the ratios. Both also answer pings (a static
+# endpoint): the rate of requests with nothing behind them, the ceiling of any other phase.
 #
 #   tools/scripts/etcd-compare.sh            # 10 s per run
 #   SECS=5 CONNS=1,64 tools/scripts/etcd-compare.sh
@@ -46,7 +47,7 @@ for i in 1 2 3; do
 done
 for i in 1 2 3; do wait_http "http://127.0.0.1:2379$i/health" "etcd member $i"; done
 ETCD_TARGETS=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
-$BIN/strata-bench http --system etcd --target "$ETCD_TARGETS" --phases put,get \
+$BIN/strata-bench http --system etcd --target "$ETCD_TARGETS" --phases put,get,ping \
   --connections "$CONNS" --seconds "$SECS" --json "$OUT/etcd.json"
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
@@ -63,7 +64,7 @@ done
 for i in 1 2 3; do wait_http "http://127.0.0.1:1808$i/ready" "strata node $i"; done
 STRATA_TARGETS=http://127.0.0.1:18081,http://127.0.0.1:18082,http://127.0.0.1:18083
 $BIN/strata-bench http --system strata --token bench-token --target "$STRATA_TARGETS" \
-  --phases put,get --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata.json"
+  --phases put,get,ping --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata.json"
 LEADER=$(curl -fsS -H 'Authorization: Bearer bench-token' http://127.0.0.1:18081/admin/status |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_addr"])')
 echo "== strata links on one node (the leader, $LEADER): creates, then redirects spread evenly over every link created"
@@ -84,4 +85,13 @@ for k in sorted(strata):
     if k in etcd and etcd[k]["ops_per_sec"] > 0:
         s, e = strata[k]["ops_per_sec"], etcd[k]["ops_per_sec"]
         print(f"{k[0]:>5} {k[1]:>3} conns: strata {s:>9.0f}/s  etcd {e:>9.0f}/s  ratio {s/e:5.2f}x")
+# A ping is a request with nothing behind it: no system serves more requests than that, so a
+# ratio of gets can be no larger than strata's pings over etcd's gets.
+print("\n== the ceiling: requests with nothing behind them (ping) against gets, same run")
+for (phase, conns), s in sorted(strata.items()):
+    e = etcd.get(("get", conns))
+    if phase == "ping" and e and e["ops_per_sec"] > 0:
+        g = strata.get(("get", conns))
+        print(f"  {conns:>3} conns: strata pings {s['ops_per_sec']:>9.0f}/s = {s['ops_per_sec'] / e['ops_per_sec']:5.2f}x etcd's gets"
+              + (f"; strata gets reach {g['ops_per_sec'] / s['ops_per_sec']:.0%} of its pings" if g else ""))
 PY

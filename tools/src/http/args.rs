@@ -27,6 +27,9 @@ pub enum Phase {
     Create,
     /// Follow short links without following the redirect (Strata only).
     Redirect,
+    /// A static answer that touches no data and no Raft (Strata `/health`, etcd `/version`):
+    /// what HTTP request handling alone allows on this machine, the ceiling of every other phase.
+    Ping,
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]

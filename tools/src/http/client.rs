@@ -223,6 +223,16 @@ impl Client {
         Ok((o, code))
     }
 
+    /// A request answered without data or Raft. etcd's `/health` reads through Raft, so it
+    /// gets `/version`.
+    pub async fn ping(&mut self) -> Result<Outcome> {
+        let path = match self.system {
+            System::Strata => "/health",
+            System::Etcd => "/version",
+        };
+        Ok(self.expect(Method::GET, path, None, false, 200).await.0)
+    }
+
     pub async fn redirect(&mut self, code: &str) -> Result<Outcome> {
         let path = format!("/{code}");
         Ok(self.expect(Method::GET, &path, None, false, 302).await.0)

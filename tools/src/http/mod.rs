@@ -294,6 +294,7 @@ async fn request(
         Phase::Put => (c.put(key, value).await?, None),
         Phase::Get => (c.get(key).await?, None),
         Phase::Create => c.create(url).await?,
+        Phase::Ping => (c.ping().await?, None),
         Phase::Redirect => match code {
             Some(code) => (c.redirect(code).await?, None),
             None => (Outcome::Failed("no links to follow".into()), None),
