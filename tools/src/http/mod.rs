@@ -50,7 +50,7 @@ pub struct PhaseResult {
 #[derive(Debug, Serialize)]
 struct Report<'a> {
     args: &'a HttpArgs,
-    results: Vec<PhaseResult>,
+    results: &'a [PhaseResult],
 }
 
 /// What one connection's task brings back.
@@ -114,11 +114,29 @@ async fn execute(args: &HttpArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let report = Report {
             args: &args,
-            results,
+            results: &results,
         };
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         writeln!(out, "results written to {}", path.display())?;
+    }
+    // Throughput that counts only the answers that came back right is no measurement when
+    // others did not: say so with the exit status, so a script comparing runs stops here.
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.errors > 0)
+        .map(|r| {
+            format!(
+                "{:?} at {} connections: {} failed, first: {}",
+                r.phase,
+                r.connections,
+                r.errors,
+                r.first_error.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("requests failed: {}", failed.join("; "));
     }
     Ok(())
 }
