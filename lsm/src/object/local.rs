@@ -137,9 +137,13 @@ impl LocalDirStore {
             if !(key.starts_with(prefix) || prefix.starts_with(&key)) {
                 continue;
             }
-            let md = entry
-                .metadata()
-                .map_err(|e| unavailable(ObjectOp::List, prefix, e))?;
+            // An object deleted while the listing runs (say, by garbage collection after a
+            // compaction) is simply not listed, as in S3; only other errors fail the listing.
+            let md = match entry.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(unavailable(ObjectOp::List, prefix, e)),
+            };
             if md.is_dir() {
                 self.walk(&entry.path(), &key, prefix, out)?;
             } else if key.starts_with(prefix) {
@@ -238,6 +242,35 @@ impl ObjectStore for LocalDirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn listing_while_objects_are_deleted_never_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Arc::new(LocalDirStore::open(dir.path()).expect("open"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("db/sst/{:06}.sst", i % 64);
+                    s.put(&key, Bytes::from_static(b"x")).expect("put");
+                    s.delete(&key).expect("delete");
+                    i += 1;
+                }
+            })
+        };
+        for _ in 0..300 {
+            for _ in 0..16 {
+                let _ = s.put("db/sst/keep.sst", Bytes::from_static(b"k"));
+            }
+            let listed = s.list("db/sst/").expect("a listing during deletions");
+            assert!(listed.iter().any(|m| m.key == "db/sst/keep.sst"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().expect("churn thread");
+    }
 
     #[test]
     fn put_get_range_list_delete() {
