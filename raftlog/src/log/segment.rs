@@ -222,9 +222,8 @@ impl Segment {
         // The zeros go in the same write as the records, so the sync that makes these records
         // durable also makes the space ahead durable, once.
         let past = self.end + records;
-        if past > self.allocated {
-            buf.resize((records + PREALLOC) as usize, 0);
-        }
+        let ahead = if past > self.allocated { PREALLOC } else { 0 };
+        buf.resize((records + ahead) as usize, 0);
         let written = self.file.write_all_at(buf, self.end).and_then(|_| {
             if sync {
                 self.file.sync_data()
@@ -240,7 +239,9 @@ impl Segment {
             ));
         }
         self.end = past;
-        self.allocated = self.allocated.max(self.end + (buf.len() as u64 - records));
+        if ahead > 0 {
+            self.allocated = past + ahead;
+        }
         buf.truncate(records as usize);
         Ok(())
     }
@@ -248,12 +249,8 @@ impl Segment {
     /// Cuts the zeros written ahead of the records and syncs the file (size included): for a
     /// segment no more appends will go to.
     pub(crate) fn seal(&mut self) -> Result<()> {
-        if self.allocated > self.end {
-            self.file
-                .set_len(self.end)
-                .ctx(|| format!("sealing {}", self.path.display()))?;
-            self.allocated = self.end;
-        }
+        self.cut_ahead()
+            .ctx(|| format!("sealing {}", self.path.display()))?;
         self.file
             .sync_all()
             .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
@@ -262,9 +259,16 @@ impl Segment {
     /// Best effort, for a log being closed: cuts the zeros ahead of the records so the file on
     /// disk ends with its last record. Left in place (say, by a crash), they are harmless.
     pub(crate) fn trim(&mut self) {
-        if self.allocated > self.end && self.file.set_len(self.end).is_ok() {
+        let _ = self.cut_ahead();
+    }
+
+    /// Cuts the file at the end of its records, dropping the zeros written ahead.
+    fn cut_ahead(&mut self) -> std::io::Result<()> {
+        if self.allocated > self.end {
+            self.file.set_len(self.end)?;
             self.allocated = self.end;
         }
+        Ok(())
     }
 
     /// The file, for syncing a deferred append outside the log's lock.
@@ -510,11 +514,10 @@ mod tests {
         assert_eq!(file_len(&seg), seg.size() + PREALLOC);
         seg.seal().unwrap();
         assert_eq!(file_len(&seg), seg.size());
-        let (seg, damage) = Segment::open(seg.path().to_path_buf(), 0).unwrap();
+        let (mut seg, damage) = Segment::open(seg.path().to_path_buf(), 0).unwrap();
         assert_eq!(damage, None);
         assert_eq!(seg.next_index(), 41);
         // Truncation cuts the zeros with the records, so no old record lies beyond the end.
-        let mut seg = seg;
         seg.truncate_from(10).unwrap();
         assert_eq!(file_len(&seg), seg.size());
     }
