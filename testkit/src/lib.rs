@@ -7,9 +7,12 @@
 //!
 //! [`linearizability`] checks histories of concurrent operations on a versioned key-value
 //! register (Wing–Gong–Lowe), for the replication and node suites.
+//!
+//! [`process`] starts the `strata` binary as a real process and finds where it listens.
 #![warn(missing_docs)]
 
 pub mod linearizability;
+pub mod process;
 mod s3_server;
 
 pub use s3_server::{shared, S3Server, ACCESS_KEY, SECRET_KEY};

@@ -5,11 +5,12 @@
 //! The node's binary comes from the same target directory: `cargo test --workspace` builds it
 //! for the node's own suites.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
+use testkit::process::{start_node, NodeProcess};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_strata-bench");
 
@@ -23,44 +24,35 @@ fn strata_bin() -> PathBuf {
     p
 }
 
-struct Node {
-    child: Child,
-    url: String,
+fn start(dir: &Path) -> NodeProcess {
+    let mut args: Vec<&OsStr> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--memtable-mb",
+        "1",
+        "--token",
+        "bench-token",
+        "--link-rate-per-minute",
+        "0",
+        "--data-dir",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    args.push(dir.as_os_str());
+    start_node(&strata_bin(), args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The JSON report a run wrote.
+fn report(json: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
 }
 
-fn start(dir: &Path) -> Node {
-    let mut child = Command::new(strata_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--memtable-mb", "1"])
-        .args(["--token", "bench-token", "--link-rate-per-minute", "0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn strata");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let url = line
-        .trim()
-        .strip_prefix("strata: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Node { child, url }
-}
-
-fn bench(node: &Node, token: &str, phases: &str, json: &Path) -> Output {
+fn bench(node: &NodeProcess, token: &str, phases: &str, json: &Path) -> Output {
+    let target = format!("http://{}", node.addr);
     Command::new(BENCH)
-        .args(["http", "--target", &node.url, "--token", token])
+        .args(["http", "--target", &target, "--token", token])
         .args([
             "--phases",
             phases,
@@ -87,7 +79,7 @@ fn every_phase_runs_against_a_node_and_counts_what_it_expects() {
         "strata-bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = report(&json);
     let rows = report["results"].as_array().expect("results");
     let got: Vec<(String, u64)> = rows
         .iter()
@@ -110,7 +102,7 @@ fn every_phase_runs_against_a_node_and_counts_what_it_expects() {
         assert!(r["latency"].is_object(), "{r}");
     }
     // The token is not written to the report.
-    assert!(!String::from_utf8_lossy(&std::fs::read(&json).unwrap()).contains("bench-token"));
+    assert!(!report.to_string().contains("bench-token"));
 }
 
 #[test]
@@ -123,8 +115,7 @@ fn failed_requests_fail_the_run_and_are_reported() {
     assert!(!out.status.success(), "a run of refused puts passed");
     assert!(stderr.contains("401"), "{stderr}");
     // The phases still ran and were written: pings need no token, every put was refused.
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    for r in report["results"].as_array().unwrap() {
+    for r in report(&json)["results"].as_array().unwrap() {
         let errors = r["errors"].as_u64().unwrap();
         match r["phase"].as_str().unwrap() {
             "ping" => assert_eq!(errors, 0, "{r}"),

@@ -2,23 +2,14 @@
 //! HTTP/1.1 client (no client library needed for a few requests).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct Node {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A `strata serve` process on loopback.
+pub use testkit::process::NodeProcess as Node;
 
 /// Starts `strata serve` (on a free loopback port unless `extra` names one) and waits for its
 /// "listening" line.
@@ -34,33 +25,13 @@ pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Node, String> {
     } else {
         &["--listen", "127.0.0.1:0"]
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--memtable-mb", "1", "--data-dir"])
-        .arg(dir)
-        .args(listen)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn strata");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    let read = BufReader::new(stdout).read_line(&mut line);
-    let addr = read.ok().and_then(|_| {
-        line.trim()
-            .strip_prefix("strata: listening on http://")?
-            .parse()
-            .ok()
-    });
-    match addr {
-        Some(addr) => Ok(Node { child, addr }),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("unexpected first line {line:?}"))
-        }
-    }
+    let mut args: Vec<&OsStr> = ["serve", "--memtable-mb", "1", "--data-dir"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    args.push(dir.as_os_str());
+    args.extend(listen.iter().chain(extra).map(OsStr::new));
+    testkit::process::start_node(Path::new(env!("CARGO_BIN_EXE_strata")), args)
 }
 
 pub struct Resp {
