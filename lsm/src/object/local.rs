@@ -22,7 +22,32 @@ const TMP_DIR: &str = ".tmp";
 #[derive(Debug)]
 pub struct LocalDirStore {
     root: PathBuf,
+    /// This instance's own directory of temporary files, under [`TMP_DIR`]: several processes
+    /// (the nodes of a group on one machine) may share the store, and none may touch another's
+    /// files in flight.
+    tmp: PathBuf,
     next_tmp: AtomicU64,
+}
+
+/// Removes what crashed writers left under `tmp` (entries named `<pid>-...` whose process is
+/// gone), keeping what live processes write. Without `/proc`, nothing is removed.
+fn sweep_stale_tmp(tmp: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.is_dir() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| proc.join(p.to_string()).exists());
+        if !alive {
+            let path = e.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
 }
 
 fn unavailable(op: ObjectOp, key: &str, e: impl std::fmt::Display) -> ObjectError {
@@ -45,12 +70,20 @@ impl LocalDirStore {
     /// Opens (creating if needed) a store rooted at `root`, removing temporary files left by
     /// interrupted puts.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, ObjectError> {
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
         let root = root.as_ref().to_path_buf();
-        let tmp = root.join(TMP_DIR);
+        let shared = root.join(TMP_DIR);
+        sweep_stale_tmp(&shared);
+        let tmp = shared.join(format!(
+            "{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| unavailable(ObjectOp::Put, TMP_DIR, e))?;
         Ok(LocalDirStore {
             root,
+            tmp,
             next_tmp: AtomicU64::new(0),
         })
     }
@@ -68,10 +101,7 @@ impl LocalDirStore {
     /// Writes `data` to a synced temporary file and returns its path.
     fn write_tmp(&self, op: ObjectOp, key: &str, data: &[u8]) -> Result<PathBuf, ObjectError> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join(TMP_DIR)
-            .join(format!("{}-{n}", std::process::id()));
+        let tmp = self.tmp.join(n.to_string());
         let mut f = File::create(&tmp).map_err(|e| unavailable(op, key, e))?;
         f.write_all(data)
             .and_then(|_| f.sync_all())
@@ -336,11 +366,26 @@ mod tests {
         s.put("db/sst/000001.sst", Bytes::from_static(b"new"))
             .expect("put");
         assert_eq!(&s.get("db/sst/000001.sst").expect("get")[..], b"new");
-        assert_eq!(
-            std::fs::read_dir(dir.path().join(TMP_DIR))
-                .expect("tmp")
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(&s.tmp).expect("tmp").count(), 0);
+    }
+
+    #[test]
+    fn stores_sharing_a_directory_leave_each_others_temporary_files_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = LocalDirStore::open(dir.path()).expect("open");
+        // What a crashed process left behind.
+        let stale = dir.path().join(TMP_DIR).join(format!("{}-0", u32::MAX - 1));
+        std::fs::create_dir_all(&stale).expect("stale dir");
+        std::fs::write(stale.join("0"), b"partial").expect("stale file");
+        // Another process (here, another instance) opens the store meanwhile.
+        let b = LocalDirStore::open(dir.path()).expect("open again");
+        a.put("g/node-1", Bytes::from_static(b"a"))
+            .expect("first store still writes");
+        b.put("g/node-2", Bytes::from_static(b"b"))
+            .expect("second store writes");
+        assert!(a.tmp.exists() && b.tmp.exists());
+        if Path::new("/proc").is_dir() {
+            assert!(!stale.exists(), "a dead process's leftovers are swept");
+        }
     }
 }
