@@ -241,6 +241,11 @@ impl TableCache {
         deleted
     }
 
+    /// The object collector (for the replication layer's progress and floor).
+    pub(crate) fn gc(&self) -> &ColdGc {
+        &self.gc
+    }
+
     /// Objects waiting for their grace period to end.
     pub(crate) fn garbage_pending(&self) -> usize {
         self.gc.len()

@@ -71,6 +71,11 @@ pub enum Error {
     /// retries). Nothing wrong was returned; the read can be retried later.
     #[error("object store unavailable: {0}")]
     Unavailable(String),
+    /// The object store refused a table read (403, expired or wrong credentials, a missing
+    /// bucket): a configuration error an operator must fix. Nothing wrong was returned, and the
+    /// read may succeed once fixed, but retrying as such will not help.
+    #[error("object store refused the request (check credentials and bucket): {0}")]
+    Rejected(String),
     /// The database is closing or closed.
     #[error("database is closed")]
     Closed,
@@ -89,6 +94,12 @@ impl Error {
             path: path.into(),
             detail: detail.into(),
         }
+    }
+
+    /// True when the error says the object store could not serve a read (down, or refusing
+    /// this node): no data is wrong, and the same read may succeed later.
+    pub fn is_object_store_outage(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Rejected(_))
     }
 
     /// True when the error reports damaged on-disk data.

@@ -311,7 +311,7 @@ impl Inner {
 
     fn run_manual(&self, c: &Compaction) -> Result<()> {
         self.run_compaction(c).inspect_err(|e| {
-            if !matches!(e, Error::Closed | Error::Unavailable(_)) {
+            if !matches!(e, Error::Closed) && !e.is_object_store_outage() {
                 self.set_bg_error(e.clone());
             }
         })
@@ -345,18 +345,22 @@ impl Inner {
 
 /// The compaction thread: runs picked compactions while any level is over target.
 pub(crate) fn compaction_loop(inner: Arc<Inner>) {
+    const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut collected = std::time::Instant::now();
     loop {
         let compact = {
             let mut bg = lock(&inner.bg);
             while !bg.shutdown && (!bg.compaction_requested || bg.error.is_some()) {
                 // Objects wait for their grace period, and garbage is also queued without a
                 // wake-up (a replica applying a compaction its leader ran): look every second.
-                let (g, t) = inner
+                // By the clock, not by a timed-out wait: under steady writes the condition
+                // variable is woken far more often than that and the wait never times out.
+                let (g, _) = inner
                     .bg_cv
-                    .wait_timeout(bg, std::time::Duration::from_secs(1))
+                    .wait_timeout(bg, COLLECT_EVERY)
                     .unwrap_or_else(|p| p.into_inner());
                 bg = g;
-                if t.timed_out() && inner.tables.garbage_pending() > 0 {
+                if collected.elapsed() >= COLLECT_EVERY && inner.tables.garbage_pending() > 0 {
                     break;
                 }
             }
@@ -384,10 +388,15 @@ pub(crate) fn compaction_loop(inner: Arc<Inner>) {
                         inner.bg_cv.notify_all();
                     }
                     Err(Error::Closed) => return,
-                    Err(Error::Unavailable(e)) => {
-                        // The object store is down: writes go on into L0 until backpressure; try
-                        // again after a pause (or the next flush).
-                        tracing::warn!(error = %e, "compaction paused: object store unavailable");
+                    Err(e) if e.is_object_store_outage() => {
+                        // The object store is down (or refuses this node until an operator fixes
+                        // its credentials): writes go on into L0 until backpressure; try again
+                        // after a pause (or the next flush).
+                        if matches!(e, Error::Rejected(_)) {
+                            tracing::error!(error = %e, "compaction paused: the object store refuses this node");
+                        } else {
+                            tracing::warn!(error = %e, "compaction paused: object store unavailable");
+                        }
                         let bg = lock(&inner.bg);
                         let _ = inner
                             .bg_cv
@@ -406,6 +415,7 @@ pub(crate) fn compaction_loop(inner: Arc<Inner>) {
             // a compaction's upload and install.
             let _g = lock(&inner.compaction_lock);
             inner.collect_cold_garbage();
+            collected = std::time::Instant::now();
         }
     }
 }

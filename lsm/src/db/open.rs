@@ -275,6 +275,10 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         cache_id,
         disk,
     ));
+    if opts.replicated {
+        // Nothing is deleted until the replication layer says how far every replica got.
+        tables.gc().set_floor(0);
+    }
 
     // Every local table the manifest names must be there, whole. (Cold tables are checked when
     // first read: listing the store here would make opening depend on it being up.)

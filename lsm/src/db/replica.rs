@@ -467,6 +467,25 @@ impl Db {
         Ok(())
     }
 
+    /// This replica has applied the log up to `index`: objects that become garbage from now on
+    /// wait until every replica is past it (see [`set_gc_floor`](Self::set_gc_floor)).
+    pub fn note_applied(&self, index: u64) {
+        self.inner.tables.gc().note_progress(index);
+    }
+
+    /// Every replica of the group has applied, or installed a snapshot, up to `index`: obsolete
+    /// objects removed at or before it may be deleted once their grace period is over. Until
+    /// first called, a replicated database deletes by time alone.
+    pub fn set_gc_floor(&self, index: u64) {
+        self.inner.tables.gc().set_floor(index);
+    }
+
+    /// Objects found obsolete at open were removed at or before `index` (the log's last index
+    /// when the replica started): they wait for every replica to pass it.
+    pub fn stamp_obsolete_objects(&self, index: u64) {
+        self.inner.tables.gc().stamp_unticketed(index);
+    }
+
     /// Allows (the leader) or forbids (a follower) deleting obsolete objects. Every replica
     /// queues the same garbage; only the one allowed to deletes it, after the grace period.
     pub fn set_object_gc(&self, active: bool) {

@@ -37,11 +37,13 @@ pub(crate) enum Source {
 }
 
 /// Maps an object-store failure on a table read to the engine's error: a missing object the
-/// manifest names, or a short or invalid range, is corruption; a failure worth retrying, or a
-/// refusal an operator must fix (credentials, bucket), is `Unavailable`.
+/// manifest names, or a short or invalid range, is corruption; a failure worth retrying is
+/// `Unavailable`; a refusal an operator must fix (credentials, bucket) is `Rejected`.
 pub(crate) fn object_error(label: &Path, e: ObjectError) -> Error {
-    if e.is_retryable() || matches!(e, ObjectError::Rejected { .. }) {
+    if e.is_retryable() {
         Error::Unavailable(e.to_string())
+    } else if matches!(e, ObjectError::Rejected { .. }) {
+        Error::Rejected(e.to_string())
     } else {
         Error::corruption(label, e.to_string())
     }
