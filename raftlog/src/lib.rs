@@ -37,4 +37,4 @@ pub use log::{
 };
 pub use maintain::{Maintainer, MaintainerOptions};
 pub use replica::Replica;
-pub use sm::{StateMachine, Versioned};
+pub use sm::{ApplyStall, StateMachine, Versioned};

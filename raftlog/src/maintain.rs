@@ -77,6 +77,24 @@ impl Maintainer {
     }
 }
 
+/// On the leader, the log index every other replica of the membership (voters and learners)
+/// has replicated up to, or installed a snapshot of: none of them can need an object removed at
+/// or before it once it has applied that far, which the grace period covers. `None` off the
+/// leader. A replica without progress (down since the leader's term began) holds it at 0.
+fn replicated_floor(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> Option<u64> {
+    let repl = m.replication.as_ref()?;
+    let membership = m.membership_config.membership();
+    Some(
+        membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != m.id)
+            .map(|id| repl.get(&id).copied().flatten().map_or(0, |l| l.index))
+            .min()
+            .unwrap_or(u64::MAX),
+    )
+}
+
 async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) {
     let mut metrics = raft.metrics();
     let mut floor_term = 0;
@@ -94,9 +112,9 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
             _ = tokio::time::sleep(opts.interval) => {}
             changed = metrics.changed() => if changed.is_err() { return },
         }
-        let (state, term) = {
+        let (state, term, replicated_to) = {
             let m = metrics.borrow_and_update();
-            (m.state, m.current_term)
+            (m.state, m.current_term, replicated_floor(&m))
         };
         if state == ServerState::Shutdown {
             return;
@@ -115,6 +133,10 @@ async fn run(raft: Raft<TypeConfig>, sm: StateMachine, opts: MaintainerOptions) 
             }
         }
         if leader {
+            // Objects a compaction removed go only once every replica is past the removal.
+            let own = sm.last_applied().map_or(0, |l| l.index);
+            sm.db()
+                .set_gc_floor(replicated_to.map_or(0, |r| r.min(own)));
             if term != floor_term {
                 // Tables of this term are numbered `term << 32 ..`: no two leaders (one per
                 // term) ever upload the same object name. A node that restarts believing it

@@ -51,6 +51,9 @@ impl Replica {
             .last_log_id
             .map_or(0, |l| l.index);
         let sm = StateMachine::open(dir.join("sm"), engine)?;
+        // Obsolete objects found at open were removed by entries this replica applied, all in
+        // (or purged from) the log it starts with.
+        sm.db().stamp_obsolete_objects(start_log_index);
         let raft = Raft::new(id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| crate::Error::Raft(e.to_string()))?;
@@ -62,6 +65,12 @@ impl Replica {
             start_log_index,
             _maintainer: m,
         })
+    }
+
+    /// The index of the last entry in the log when the replica started: a leader restored at
+    /// restart may have acknowledged writes up to it that its state machine has not applied.
+    pub fn start_log_index(&self) -> u64 {
+        self.start_log_index
     }
 
     /// The log id up to which the state machine must have applied for a read to be

@@ -401,3 +401,62 @@ fn an_isolated_old_leader_cannot_commit() {
         assert!(all.values().all(|&n| n == 50), "{all:?}");
     });
 }
+
+#[test]
+fn objects_wait_for_a_lagging_replica_past_the_grace_period() {
+    rt().block_on(async {
+        let c = Cluster::new(3).await;
+        let last = write_keys(&c, 0..100, 0).await;
+        wait_all_applied(&c, last).await;
+        let leader = c.leader(T).await;
+        let lagging = c.running().into_iter().find(|&id| id != leader).unwrap();
+        c.router.isolate(lagging, &c.ids);
+        // The others write on: chunks and compactions remove the tables the lagging replica's
+        // version still names, and their grace period (5 s here) passes.
+        let began = std::time::Instant::now();
+        let mut round = 1;
+        let mut last = 0;
+        while began.elapsed() < Duration::from_secs(7) || round < 4 {
+            last = write_keys(&c, 0..400, round).await;
+            round += 1;
+        }
+        // The lagging replica still reads everything it has, from its own (old) tables.
+        for i in 0..100 {
+            let v = c.node(lagging).sm.get(&key(i));
+            assert!(
+                matches!(v, Ok(Some(_))),
+                "lagging replica reading key {i}: {v:?}"
+            );
+        }
+        let stats = c.node(leader).sm.db().stats();
+        assert!(
+            stats.cold_objects_pending_deletion > 0,
+            "no object became garbage: {stats:?}"
+        );
+        assert_eq!(
+            stats.cold_objects_deleted, 0,
+            "objects were deleted while a replica lags"
+        );
+        // Back in the group, it catches up, and then the garbage goes (deleted by whichever
+        // node leads: the returning replica's higher term may cause an election).
+        c.router.heal();
+        wait_all_applied(&c, last).await;
+        check_keys(&c, lagging, 0..400, round - 1);
+        let deleted = |c: &Cluster| -> u64 {
+            c.running()
+                .iter()
+                .map(|&id| c.node(id).sm.db().stats().cold_objects_deleted)
+                .sum()
+        };
+        let deadline = std::time::Instant::now() + T;
+        while deleted(&c) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "garbage never deleted once every replica caught up"
+            );
+            // Compactions run (and collect garbage) as writes come.
+            write_keys(&c, 0..50, round).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}

@@ -104,7 +104,45 @@ struct Shared {
     db: Db,
     state: Mutex<State>,
     snapshots_built: AtomicU64,
+    /// Set while apply waits for the object store.
+    stall: Mutex<Option<ApplyStall>>,
+    /// Entries whose apply had to wait for the object store, ever.
+    stalled_entries: AtomicU64,
 }
+
+/// Apply waiting for the object store: an entry needs a table it cannot read now.
+#[derive(Debug, Clone)]
+pub struct ApplyStall {
+    /// The entry waiting.
+    pub log_id: LogId<NodeId>,
+    /// Since when.
+    pub since: std::time::Instant,
+    /// Attempts so far.
+    pub attempts: u64,
+    /// The last failure.
+    pub error: String,
+    /// The store refused this node (credentials, bucket): an operator must act, waiting alone
+    /// will not end it.
+    pub rejected: bool,
+}
+
+/// Why an entry was not applied.
+enum Halt {
+    /// A storage failure: openraft stops.
+    Storage(StorageError<NodeId>),
+    /// The object store cannot serve a table the entry needs: apply it again later.
+    Outage(lsm::Error),
+}
+
+impl From<StorageError<NodeId>> for Halt {
+    fn from(e: StorageError<NodeId>) -> Halt {
+        Halt::Storage(e)
+    }
+}
+
+/// First and longest pause before applying an entry again during an object-store outage.
+const OUTAGE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const OUTAGE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// openraft's state machine (and snapshot builder) over an `lsm` database in replicated mode.
 /// Cheap to clone: clones share the database.
@@ -160,6 +198,8 @@ impl StateMachine {
                     current: None,
                 }),
                 snapshots_built: AtomicU64::new(0),
+                stall: Mutex::new(None),
+                stalled_entries: AtomicU64::new(0),
             }),
         })
     }
@@ -207,38 +247,95 @@ impl StateMachine {
         (st.flushed.last_log_id, st.compacted_at)
     }
 
+    /// Apply waiting for the object store now, if it is.
+    pub fn apply_stall(&self) -> Option<ApplyStall> {
+        self.shared
+            .stall
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Entries whose apply had to wait for the object store since the start.
+    pub fn stalled_entries(&self) -> u64 {
+        self.shared.stalled_entries.load(Ordering::Relaxed)
+    }
+
+    fn stalled(&self, log_id: LogId<NodeId>, e: &lsm::Error) {
+        let rejected = matches!(e, lsm::Error::Rejected(_));
+        let mut stall = self.shared.stall.lock().unwrap_or_else(|p| p.into_inner());
+        let s = match stall.as_mut() {
+            Some(s) if s.log_id == log_id => s,
+            _ => {
+                self.shared.stalled_entries.fetch_add(1, Ordering::Relaxed);
+                if rejected {
+                    tracing::error!(error = %e, entry = %log_id, "apply waits: the object store REFUSES this node; fix its credentials or bucket");
+                } else {
+                    tracing::warn!(error = %e, entry = %log_id, "apply waits for the object store");
+                }
+                stall.insert(ApplyStall {
+                    log_id,
+                    since: std::time::Instant::now(),
+                    attempts: 0,
+                    error: String::new(),
+                    rejected,
+                })
+            }
+        };
+        s.attempts += 1;
+        s.error = e.to_string();
+        s.rejected = rejected;
+        if s.attempts.is_multiple_of(30) {
+            tracing::warn!(error = %e, entry = %log_id, waited = ?s.since.elapsed(), "apply still waits for the object store");
+        }
+    }
+
+    fn unstalled(&self) {
+        let mut stall = self.shared.stall.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = stall.take() {
+            tracing::info!(entry = %s.log_id, waited = ?s.since.elapsed(), "apply resumed: the object store answers again");
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Apply holds this lock only over plain data updates; a panic there leaves nothing
         // half-written that the engine does not also guard.
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Applies one command; [`Halt::Outage`] when it needs a table the object store cannot
+    /// serve now (nothing was changed but the clock, which only moves forward: the same entry
+    /// is applied again later).
     fn apply_command(
         &self,
         st: &mut State,
         log_id: LogId<NodeId>,
-        cmd: Command,
-    ) -> StoreResult<Reply> {
+        cmd: &Command,
+    ) -> Result<Reply, Halt> {
         let db = &self.shared.db;
         let index = log_id.index;
         let fail = |e: lsm::Error| sm_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e);
         Ok(match cmd {
             Command::Write { ops, now_ms } => {
-                st.clock_ms = st.clock_ms.max(now_ms);
+                st.clock_ms = st.clock_ms.max(*now_ms);
                 let now_ms = st.clock_ms;
                 if index <= db.last_seq() {
                     // A replay: the engine has this write (its reply went out the first time).
                     return Ok(Reply::Write(Vec::new()));
                 }
-                let (batch, results) = apply::evaluate(index, now_ms, &ops, |k| {
-                    match read_until_available(db, k, now_ms)? {
+                let evaluated =
+                    apply::evaluate(index, now_ms, ops, |k| match db.get_as_of(k, now_ms)? {
                         Some(b) => value::decode(b).map(Some).ok_or_else(|| {
                             lsm::Error::InvalidArgument(format!("undecodable value of key {k:?}"))
                         }),
                         None => Ok(None),
-                    }
-                })
-                .map_err(fail)?;
+                    });
+                // The entry must be applied with the real state (skipping it or failing would
+                // make replicas diverge or stop): an outage is waited out by the caller.
+                let (batch, results) = match evaluated {
+                    Err(e) if e.is_object_store_outage() => return Err(Halt::Outage(e)),
+                    r => r.map_err(fail)?,
+                };
                 if let Some(e) = batch_error(&batch) {
                     // Deterministic: every replica refuses it the same way.
                     return Ok(Reply::Invalid(e));
@@ -262,7 +359,8 @@ impl StateMachine {
                 Reply::Done
             }
             Command::ChunkAdded { sealed_at, edit } => {
-                let edit = match TableEdit::decode(&edit) {
+                let sealed_at = *sealed_at;
+                let edit = match TableEdit::decode(edit) {
                     Ok(e) => e,
                     Err(e) => return Ok(Reply::Invalid(e.to_string())),
                 };
@@ -287,7 +385,7 @@ impl StateMachine {
                 Reply::Tables { applied }
             }
             Command::Compacted { edit } => {
-                let edit = match TableEdit::decode(&edit) {
+                let edit = match TableEdit::decode(edit) {
                     Ok(e) => e,
                     Err(e) => return Ok(Reply::Invalid(e.to_string())),
                 };
@@ -394,23 +492,6 @@ fn refused(e: &lsm::Error) -> bool {
     matches!(e, lsm::Error::InvalidArgument(_))
 }
 
-/// Reads `key` for a conditional write, waiting out an object-store outage: the entry must be
-/// applied with the real state (skipping it or failing would make replicas diverge or stop), so
-/// apply waits, with backoff, until the table can be read. Other errors are returned.
-fn read_until_available(db: &Db, key: &[u8], now_ms: u64) -> lsm::Result<Option<bytes::Bytes>> {
-    let mut wait = std::time::Duration::from_millis(10);
-    loop {
-        match db.get_as_of(key, now_ms) {
-            Err(lsm::Error::Unavailable(e)) => {
-                tracing::warn!(error = %e, "apply waits for the object store");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_secs(1));
-            }
-            r => return r,
-        }
-    }
-}
-
 fn undecodable(key: &[u8]) -> crate::Error {
     crate::Error::Engine(lsm::Error::InvalidArgument(format!(
         "stored value of key {key:?} is not in the state machine's format"
@@ -436,17 +517,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut replies = Vec::new();
-        let mut st = self.state();
         for e in entries {
-            let reply = match e.payload {
-                EntryPayload::Blank => Reply::Done,
-                EntryPayload::Membership(m) => {
-                    st.membership = StoredMembership::new(Some(e.log_id), m);
-                    Reply::Done
-                }
-                EntryPayload::Normal(cmd) => self.apply_command(&mut st, e.log_id, cmd)?,
+            let mut wait = OUTAGE_BACKOFF_MIN;
+            let reply = loop {
+                // The guard must be gone before the await below (it is not `Send`).
+                let outage = {
+                    let mut st = self.state();
+                    let r = match &e.payload {
+                        EntryPayload::Blank => Ok(Reply::Done),
+                        EntryPayload::Membership(m) => {
+                            st.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                            Ok(Reply::Done)
+                        }
+                        EntryPayload::Normal(cmd) => self.apply_command(&mut st, e.log_id, cmd),
+                    };
+                    match r {
+                        Ok(reply) => {
+                            st.last_applied = Some(e.log_id);
+                            self.shared.db.note_applied(e.log_id.index);
+                            break reply;
+                        }
+                        Err(Halt::Storage(err)) => return Err(err),
+                        Err(Halt::Outage(err)) => err,
+                    }
+                };
+                self.stalled(e.log_id, &outage);
+                // Asleep on the runtime's timer, not on the thread: heartbeats, votes and reads
+                // of what is cached go on meanwhile.
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(OUTAGE_BACKOFF_MAX);
             };
-            st.last_applied = Some(e.log_id);
+            self.unstalled();
             replies.push(reply);
         }
         Ok(replies)
@@ -486,6 +587,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .into());
         }
         let mut st = self.state();
+        // Tables the image drops were removed at or before its point.
+        if let Some(l) = meta.last_log_id {
+            self.shared.db.note_applied(l.index);
+        }
         self.shared
             .db
             .install_image(&image)
