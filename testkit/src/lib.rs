@@ -9,9 +9,13 @@
 //! register (Wing–Gong–Lowe), for the replication and node suites.
 //!
 //! [`process`] starts the `strata` binary as a real process and finds where it listens.
+//!
+//! [`netproxy`] puts a TCP proxy in front of each node of a group to partition them on loopback,
+//! without root.
 #![warn(missing_docs)]
 
 pub mod linearizability;
+pub mod netproxy;
 pub mod process;
 mod s3_server;
 
