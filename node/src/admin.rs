@@ -78,6 +78,8 @@ pub fn status_json(state: &AppState) -> Value {
     let engine = sm.db().stats();
     json!({
         "id": m.id,
+        "cluster_id": state.identity.cluster_id(),
+        "rejoining": state.identity.rejoining(),
         "state": format!("{:?}", m.state),
         "leader": m.current_leader,
         "leader_addr": leader_addr,
@@ -132,6 +134,11 @@ pub async fn init(
     if members.is_empty() {
         return Err(ApiError::bad_request("members is empty"));
     }
+    let identity = state.identity.clone();
+    tokio::task::spawn_blocking(move || identity.create())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", format!("{e:#}")))?;
     state
         .replica
         .raft

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::identity::ClusterState;
 use clap::{Args, Parser, Subcommand};
 
 /// Strata: a replicated, tiered key-value store and URL shortener.
@@ -109,6 +110,12 @@ pub struct ServeArgs {
     /// be named by `strata admin init`).
     #[arg(long, env = "STRATA_JOIN")]
     pub join: bool,
+    /// `new`: this node may form a group on first start (alone, or as the smallest id of
+    /// --peers), never over an object-store prefix that holds a cluster already. `existing`: the
+    /// group exists; never form one (as --join). A node whose data directory was lost rejoins
+    /// without voting until it is re-added as a learner (see the README).
+    #[arg(long, env = "STRATA_INITIAL_CLUSTER_STATE", value_enum, default_value_t = ClusterState::New)]
+    pub initial_cluster_state: ClusterState,
     /// Secret shared by the group's nodes, required on every node-to-node call. Needed with
     /// --peers or --join; without one, this node refuses all node-to-node calls.
     #[arg(long, env = "STRATA_CLUSTER_SECRET", hide_env_values = true)]
@@ -175,6 +182,38 @@ pub struct ServeArgs {
     /// other processes, e.g. several nodes sharing one machine.
     #[arg(long, env = "STRATA_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+    /// Local address of this node's connections to other nodes (default: chosen by the OS),
+    /// e.g. to pick the interface of a multi-homed host.
+    #[arg(long, env = "STRATA_PEER_SOURCE_IP")]
+    pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Raft heartbeat interval in milliseconds: a leader sends its followers AppendEntries at
+    /// least this often.
+    #[arg(long, env = "STRATA_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Shortest Raft election timeout in milliseconds: a follower hearing nothing from its
+    /// leader for a random time between this and --election-timeout-max-ms starts an election.
+    #[arg(long, env = "STRATA_ELECTION_TIMEOUT_MIN_MS", default_value_t = 400)]
+    pub election_timeout_min_ms: u64,
+    /// Longest Raft election timeout in milliseconds; also how long a follower refuses votes
+    /// after hearing from its leader, and a node refuses votes after it starts.
+    #[arg(long, env = "STRATA_ELECTION_TIMEOUT_MAX_MS", default_value_t = 800)]
+    pub election_timeout_max_ms: u64,
+    /// Bound, in milliseconds, on how far two nodes' monotonic clocks may drift apart over one
+    /// --election-timeout-min-ms. A leader's lease lasts the election timeout minus this past
+    /// the send time of heartbeats a quorum acknowledged.
+    #[arg(long, env = "STRATA_MAX_CLOCK_DRIFT_MS", default_value_t = 100)]
+    pub max_clock_drift_ms: u64,
+}
+
+impl ServeArgs {
+    /// How long a leader's lease lasts past the send time a quorum acknowledged (none when the
+    /// drift bound leaves nothing of the election timeout: lease reads then use a read index).
+    pub fn lease_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.election_timeout_min_ms
+                .saturating_sub(self.max_clock_drift_ms),
+        )
+    }
 }
 
 fn redirect_status(s: &str) -> Result<u16, String> {

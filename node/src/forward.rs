@@ -33,6 +33,30 @@ pub(crate) fn other_leader(raft: &Raft<TypeConfig>) -> Option<(u64, String)> {
     Some((id, node.addr.clone()))
 }
 
+/// Resolves once `raft` knows that `target` no longer leads: another node leads, or a newer
+/// term began without `target` leading it. A call to a leader that stopped answering (paused,
+/// cut off) would otherwise hold its caller, and what the caller holds (a write batch's slot,
+/// the read-index confirmations queued behind it), until its timeout, long after a new leader
+/// could serve it.
+pub(crate) async fn deposed(raft: &Raft<TypeConfig>, target: u64) {
+    let mut rx = raft.metrics();
+    let term = rx.borrow().current_term;
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            if m.current_leader != Some(target)
+                && (m.current_leader.is_some() || m.current_term > term)
+            {
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            // Raft stopped: the call's own timeout ends it.
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
 /// reply. A 503 means the outcome is unknown (the write may still commit).
 /// Refused (503) while the tables fall behind (see [`Shared::admit_write`](crate::server::Shared::admit_write)).
@@ -67,7 +91,16 @@ pub async fn propose_with(
             leader(f)?
         }
     };
-    match peers.propose(id, &addr, &cmd, WRITE_TIMEOUT).await {
+    let call = peers.propose(id, &addr, &cmd, WRITE_TIMEOUT);
+    let answer = tokio::select! {
+        a = call => a,
+        _ = deposed(raft, id) => {
+            return Err(ApiError::unavailable(format!(
+                "node {id} stopped leading while the write was forwarded to it; the write's outcome is unknown"
+            )))
+        }
+    };
+    match answer {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(m)) => Err(ApiError::unavailable(format!(
             "the leader did not commit the write: {m}"
@@ -82,6 +115,11 @@ pub async fn propose_with(
 /// applied up to a read index confirmed after the call (see [`crate::reads`]).
 pub async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
     let index = state.reads().get().await?;
+    applied_up_to(state, index).await
+}
+
+/// Returns once this node's state machine has applied up to `index`.
+pub async fn applied_up_to(state: &AppState, index: Option<u64>) -> Result<(), ApiError> {
     // Usually applied already: skip openraft's waiter, which clones all of Raft's metrics.
     if state.replica.sm.last_applied().map(|l| l.index) >= index {
         return Ok(());

@@ -186,25 +186,53 @@ fn written(r: OpResult) -> Result<Response, ApiError> {
     })
 }
 
-/// Waits until a local read gives the asked `consistency` (`linearizable` when not given).
+/// Response header of reads naming how this node made the read safe: `lease` (the leader
+/// held a lease), `read-index` (confirmed with a quorum, here or through the leader) or `stale`.
+pub const READ_HEADER: &str = "x-strata-read";
+
+/// How a read was served (see [`READ_HEADER`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadMode {
+    Lease,
+    ReadIndex,
+    Stale,
+}
+
+impl ReadMode {
+    pub(crate) fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            ReadMode::Lease => "lease",
+            ReadMode::ReadIndex => "read-index",
+            ReadMode::Stale => "stale",
+        })
+    }
+}
+
+/// Waits until a local read gives the asked `consistency` (`linearizable` when not given) and
+/// says how. A lease read is served by the leader while it holds its lease (see
+/// [`crate::lease`]); anywhere else, or without the lease, it is a read-index read like a
+/// linearizable one: never weaker than asked.
 pub(crate) async fn read_point(
     state: &AppState,
     consistency: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<ReadMode, ApiError> {
     match consistency.unwrap_or("linearizable") {
-        "linearizable" => crate::forward::read_barrier(state).await,
-        // Without a round trip: this node must lead (it may have been deposed a moment ago).
+        "linearizable" => {}
         "lease" => {
-            if state.replica.raft.metrics().borrow().state != openraft::ServerState::Leader {
-                return Err(ApiError::unavailable("this node does not lead"));
+            if let Ok(upto) = state.lease_read() {
+                crate::forward::applied_up_to(state, Some(upto)).await?;
+                return Ok(ReadMode::Lease);
             }
-            Ok(())
         }
-        "stale" => Ok(()),
-        other => Err(ApiError::bad_request(format!(
-            "consistency must be linearizable, lease or stale, not {other:?}"
-        ))),
+        "stale" => return Ok(ReadMode::Stale),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "consistency must be linearizable, lease or stale, not {other:?}"
+            )))
+        }
     }
+    crate::forward::read_barrier(state).await?;
+    Ok(ReadMode::ReadIndex)
 }
 
 /// `GET /kv/{key}`: the value as the body, its version in the version header.
@@ -214,7 +242,7 @@ pub async fn get(
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
     let key = check_key(&key)?;
-    read_point(&state, q.consistency.as_deref()).await?;
+    let mode = read_point(&state, q.consistency.as_deref()).await?;
     let v = state
         .replica
         .sm
@@ -225,12 +253,14 @@ pub async fn get(
             let mut r = (StatusCode::OK, v.value).into_response();
             r.headers_mut()
                 .insert(VERSION_HEADER, HeaderValue::from(v.version));
+            r.headers_mut().insert(READ_HEADER, mode.header());
             Ok(r)
         }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such key",
-        )),
+        None => {
+            let mut r =
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such key").into_response();
+            r.headers_mut().insert(READ_HEADER, mode.header());
+            Ok(r)
+        }
     }
 }

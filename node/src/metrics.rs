@@ -189,6 +189,27 @@ impl Collector for ReplicaCollector {
             "fdatasync calls of the Raft log's group commit",
             self.replica.log.syncs(),
         )?;
+        let stall = self.replica.sm.apply_stall();
+        gauge(
+            &mut e,
+            "apply_stalled_seconds",
+            "How long apply has waited for the object store to serve a table (0: not waiting)",
+            stall
+                .as_ref()
+                .map_or(0, |s| s.since.elapsed().as_secs() as i64),
+        )?;
+        gauge(
+            &mut e,
+            "object_store_rejected",
+            "1 while the object store refuses this node (credentials, bucket): an operator must act",
+            i64::from(stall.as_ref().is_some_and(|s| s.rejected)),
+        )?;
+        counter(
+            &mut e,
+            "apply_stalled_entries",
+            "Entries whose apply had to wait for the object store",
+            self.replica.sm.stalled_entries(),
+        )?;
         let (sealed, mem_bytes) = self.replica.sm.backlog();
         gauge(
             &mut e,

@@ -34,6 +34,8 @@ use raftlog::store::{Command, Reply, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::lease::Leases;
+
 /// Header carrying the cluster secret on node-to-node calls.
 pub const SECRET_HEADER: &str = "x-strata-cluster-secret";
 /// Version of the RPC wire format, sent in [`VERSION_HEADER`]; a node refuses another version.
@@ -55,14 +57,43 @@ pub struct Peers {
     secret: HeaderValue,
 }
 
+/// Connects to `addr`, from `source` when given.
+async fn connect(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(ip) = source else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        let socket = match target {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        match socket.connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        )
+    }))
+}
+
 /// Idle keep-alive connections per peer address. Raft's calls are small and frequent (each
 /// round of heartbeats confirming linearizable reads is one per follower): hyper's connection
 /// API costs a fraction of a pooled general-purpose client's per call, and those calls share
 /// the cores with the requests they serve.
-#[derive(Default)]
 struct Pool {
     /// Per address, newest last.
     idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// Local address of new connections.
+    source: Option<std::net::IpAddr>,
 }
 
 /// A connection and when it went idle.
@@ -99,7 +130,7 @@ impl Pool {
                 return Ok(c);
             }
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, self.source))
             .await
             .map_err(|_| format!("connecting to {addr}: no answer within {CONNECT_TIMEOUT:?}"))?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
@@ -135,12 +166,15 @@ impl std::fmt::Display for CallError {
 }
 
 impl Peers {
-    /// A client authenticating with `secret`.
-    pub fn new(secret: &str) -> anyhow::Result<Peers> {
+    /// A client authenticating with `secret`, connecting from `source` when given.
+    pub fn new(secret: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Peers> {
         let secret = HeaderValue::from_str(secret)
             .map_err(|_| anyhow::anyhow!("the cluster secret must be printable ASCII"))?;
         Ok(Peers {
-            pool: Arc::default(),
+            pool: Arc::new(Pool {
+                idle: Mutex::default(),
+                source,
+            }),
             secret,
         })
     }
@@ -230,17 +264,20 @@ impl Peers {
 #[derive(Clone)]
 pub struct Network {
     peers: Peers,
+    leases: Arc<Leases>,
 }
 
 impl Network {
-    pub fn new(peers: Peers) -> Network {
-        Network { peers }
+    /// Calls go through `peers`; acknowledged AppendEntries are recorded in `leases`.
+    pub fn new(peers: Peers, leases: Arc<Leases>) -> Network {
+        Network { peers, leases }
     }
 }
 
 /// A connection to one node, at the address its membership entry names.
 pub struct Conn {
     peers: Peers,
+    leases: Arc<Leases>,
     target: u64,
     addr: String,
 }
@@ -251,6 +288,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Conn {
         Conn {
             peers: self.peers.clone(),
+            leases: self.leases.clone(),
             target,
             addr: node.addr.clone(),
         }
@@ -305,6 +343,11 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        // Taken before anything else: the lease counts from the send time, and earlier is safe.
+        let sent = Instant::now();
+        let vote = rpc.vote;
+        self.leases
+            .sending_commit(rpc.leader_commit.map_or(0, |l| l.index));
         let n = rpc.entries.len() as u64;
         let body = encode(&rpc)?;
         if body.len() > MAX_RPC_BODY && n > 1 {
@@ -313,7 +356,18 @@ impl RaftNetwork<TypeConfig> for Conn {
                 PayloadTooLarge::new_entries_hint(n / 2),
             ));
         }
-        self.send("append", body, &option).await
+        let r = self.send("append", body, &option).await;
+        // Each of these means the follower accepted `vote` as its leader's (a conflict is a
+        // log mismatch found after that), and so refuses other candidates for a while.
+        if let Ok(
+            AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict,
+        ) = &r
+        {
+            self.leases.acked(self.target, &vote, sent);
+        }
+        r
     }
 
     async fn install_snapshot(

@@ -93,7 +93,9 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers
             Err(NotHere {
                 leader: Some(leader),
                 ..
-            }) if waiting.iter().any(|w| !w.local_only) => Some(ask_leader(&peers, leader).await),
+            }) if waiting.iter().any(|w| !w.local_only) => {
+                Some(ask_leader(&replica, &peers, leader).await)
+            }
             _ => None,
         };
         let local = local.map_err(|e| ApiError::unavailable(e.why));
@@ -140,9 +142,17 @@ async fn confirm_here(replica: &Replica) -> Result<Option<LogId<u64>>, NotHere> 
     })
 }
 
-/// A confirmation by the leader, over the network.
-async fn ask_leader(peers: &Peers, (id, addr): &(u64, String)) -> Answer {
-    match peers.read_index(*id, addr, READ_TIMEOUT).await {
+/// A confirmation by the leader, over the network; given up as soon as another leader is known.
+async fn ask_leader(replica: &Replica, peers: &Peers, (id, addr): &(u64, String)) -> Answer {
+    let answer = tokio::select! {
+        a = peers.read_index(*id, addr, READ_TIMEOUT) => a,
+        _ = crate::forward::deposed(&replica.raft, *id) => {
+            return Err(ApiError::unavailable(format!(
+                "node {id} stopped leading while asked for a read index; retry"
+            )))
+        }
+    };
+    match answer {
         Ok(Ok(read)) => Ok(read),
         Ok(Err(m)) => Err(ApiError::unavailable(format!(
             "the leader gave no read index: {m}"

@@ -6,6 +6,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use openraft::error::RaftError;
+use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::storage::RaftLogStorage;
 use raftlog::store::{Command, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,7 +89,27 @@ pub async fn vote(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req = admit(&state, &headers, &body)?;
+    let req: VoteRequest<u64> = admit(&state, &headers, &body)?;
+    if state.vote_guard().refusing() || state.identity.rejoining() {
+        // Rejoining after losing its data: it may have voted in this very term before (see
+        // `crate::identity`). Or just restarted: this node may have acknowledged a leader's heartbeat a moment before
+        // it stopped, and that leader may be counting on it for its lease (see
+        // `crate::lease`). openraft forgot when it last heard from a leader, so the refusal is
+        // made here, with the node's own vote and log, as openraft refuses within a lease.
+        let vote = state.replica.raft.metrics().borrow().vote;
+        let last = state
+            .replica
+            .log
+            .clone()
+            .get_log_state()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("reading the log state: {e}")))?
+            .last_log_id;
+        tracing::debug!(candidate = %req.vote, "vote refused: this node started less than an election timeout ago");
+        let resp: Result<VoteResponse<u64>, RaftError<u64>> =
+            Ok(VoteResponse::new(vote, last, false));
+        return Ok(reply(&resp));
+    }
     Ok(reply(&state.replica.raft.vote(req).await))
 }
 

@@ -210,7 +210,7 @@ pub async fn scan(
             lo = max_lower(lo, Bound::Included(decode_cursor(c, FORWARD)?));
         }
     }
-    crate::kv::read_point(&state, q.consistency.as_deref()).await?;
+    let mode = crate::kv::read_point(&state, q.consistency.as_deref()).await?;
 
     // Reading tables may wait on the object store: off the async workers.
     let replica = state.replica.clone();
@@ -218,7 +218,10 @@ pub async fn scan(
         tokio::task::spawn_blocking(move || read_page(replica.sm.db(), lo, hi, limit, reverse))
             .await
             .map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))??;
-    Ok(Json(page).into_response())
+    let mut r = Json(page).into_response();
+    r.headers_mut()
+        .insert(crate::kv::READ_HEADER, mode.header());
+    Ok(r)
 }
 
 /// Reads up to `limit` pairs (and one more, to know whether a next page exists).

@@ -16,6 +16,8 @@ use raftlog::{MaintainerOptions, Replica};
 use crate::batcher::Batcher;
 use crate::config::ServeArgs;
 use crate::error::ApiError;
+use crate::identity::{ClusterState, Identity};
+use crate::lease::{Leases, VoteGuard};
 use crate::metrics::Metrics;
 use crate::network::{Network, Peers, MAX_RPC_BODY};
 use crate::ratelimit::RateLimiter;
@@ -50,6 +52,12 @@ pub struct Shared {
     /// Redirects counted here and not yet written.
     pub visits: Arc<Visits>,
     link_limiter: Arc<RateLimiter>,
+    /// Acknowledged heartbeats, for lease reads.
+    leases: Arc<Leases>,
+    /// Refuses votes for a while after the start.
+    vote_guard: VoteGuard,
+    /// The cluster this node belongs to.
+    pub identity: Arc<Identity>,
 }
 
 /// `a == b`, in time that depends only on their lengths.
@@ -99,6 +107,42 @@ impl Shared {
         Ok(())
     }
 
+    /// Refuses votes for `election_timeout_max` after the process started (see [`crate::lease`]).
+    pub fn vote_guard(&self) -> &VoteGuard {
+        &self.vote_guard
+    }
+
+    /// Whether this node may serve a read from its state machine right now without asking
+    /// anyone: it leads, holds a lease (a quorum acknowledged heartbeats recent enough that no
+    /// other leader can have been elected), and has applied the first entry of its term (so
+    /// every write committed before its term is in its state machine) and all of the log it
+    /// restarted with (see [`raftlog::Replica::read_log_id`]). `Ok` is the index the state
+    /// machine must have applied before the read (every commit index sent to a follower);
+    /// `Err` says why no lease read may be served.
+    pub fn lease_read(&self) -> Result<u64, &'static str> {
+        let (me, vote, configs) = {
+            let m = self.replica.raft.metrics();
+            let m = m.borrow();
+            if m.state != openraft::ServerState::Leader || !m.vote.committed {
+                return Err("this node does not lead");
+            }
+            let configs = m.membership_config.membership().get_joint_config().clone();
+            (m.id, m.vote, configs)
+        };
+        match self.leases.expiry(me, &vote, &configs) {
+            Some(until) if until > std::time::Instant::now() => {}
+            _ => return Err("no quorum acknowledged a recent heartbeat"),
+        }
+        let applied = self.replica.sm.last_applied();
+        let term = applied.map(|l| l.leader_id.term);
+        if term != Some(vote.leader_id.term)
+            || applied.map_or(0, |l| l.index) < self.replica.start_log_index()
+        {
+            return Err("the leader has not applied its term's first entry yet");
+        }
+        Ok(self.leases.commit_sent())
+    }
+
     /// The per-client limit on link creation.
     pub fn link_limiter(&self) -> &RateLimiter {
         &self.link_limiter
@@ -135,9 +179,9 @@ impl Shared {
 fn raft_config(args: &ServeArgs) -> Result<Arc<Config>> {
     let c = Config {
         cluster_name: "strata".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        heartbeat_interval: args.heartbeat_ms,
+        election_timeout_min: args.election_timeout_min_ms,
+        election_timeout_max: args.election_timeout_max_ms,
         // The maintainer asks for a snapshot whenever the flushed point moves.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: args.raft_keep_entries,
@@ -159,7 +203,7 @@ enum Bootstrap {
 }
 
 fn bootstrap(args: &ServeArgs, advertise: &str) -> Result<Bootstrap> {
-    if args.join {
+    if args.join || args.initial_cluster_state == ClusterState::Existing {
         return Ok(Bootstrap::Wait);
     }
     if args.peers.is_empty() {
@@ -222,7 +266,12 @@ fn object_store(args: &ServeArgs) -> Result<Arc<dyn lsm::object::ObjectStore>> {
 }
 
 /// Starts the node's replica; a node that forms its group on first start does so here.
-async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Result<Replica> {
+async fn start_replica(
+    args: &ServeArgs,
+    advertise: &str,
+    peers: Peers,
+    leases: Arc<Leases>,
+) -> Result<(Replica, Arc<Identity>)> {
     let plan = bootstrap(args, advertise)?;
     let multi = args.join || !args.peers.is_empty();
     anyhow::ensure!(
@@ -232,6 +281,19 @@ async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Resul
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = object_store(args)?;
+    let identity = {
+        let (dir, store, prefix) = (
+            args.data_dir.clone(),
+            store.clone(),
+            args.object_prefix.clone(),
+        );
+        let (id, forming) = (args.node_id, matches!(plan, Bootstrap::Form(_)));
+        // The object store's calls block (S3's client runs its own runtime).
+        tokio::task::spawn_blocking(move || Identity::establish(&dir, store, &prefix, id, forming))
+            .await
+            .context("checking the cluster identity")??
+    };
+    let identity = Arc::new(identity);
     let memtable = args.memtable_mb << 20;
     let engine = lsm::Options {
         write_buffer_size: memtable,
@@ -250,15 +312,24 @@ async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Resul
         &args.data_dir,
         engine,
         raft_config(args)?,
-        Network::new(peers),
+        Network::new(peers, leases),
         maintainer,
     )
     .await
     .context("starting the replica")?;
+    if identity.rejoining() {
+        // Neither campaign nor vote (votes are refused in `rpc::vote`) until re-added.
+        replica.raft.runtime_config().elect(false);
+    }
     if let Bootstrap::Form(members) = plan {
+        let named = identity.clone();
+        let cluster = tokio::task::spawn_blocking(move || named.create())
+            .await
+            .context("naming the cluster")??;
         // An initialized node refuses, which is fine: the group exists.
-        if let Err(e) = replica.raft.initialize(members).await {
-            tracing::debug!(error = %e, "not initializing: the group exists");
+        match replica.raft.initialize(members).await {
+            Ok(()) => tracing::info!(cluster = %cluster, "formed a new group"),
+            Err(e) => tracing::debug!(error = %e, "not initializing: the group exists"),
         }
     }
     if !multi {
@@ -269,7 +340,51 @@ async fn start_replica(args: &ServeArgs, advertise: &str, peers: Peers) -> Resul
             .await
             .context("waiting for the node to lead its group")?;
     }
-    Ok(replica)
+    Ok((replica, identity))
+}
+
+/// Until the cluster id is known (another node forms the group), looks for it in the object
+/// store now and then and records it in the data directory.
+async fn learn_cluster_id(identity: Arc<Identity>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let id = identity.clone();
+        match tokio::task::spawn_blocking(move || id.learn()).await {
+            Ok(Ok(true)) => return,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "reading the cluster id"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// A rejoining node (see [`crate::identity`]) waits to find itself a learner of the group: from
+/// then on its log and vote are its own, and it may vote and campaign once promoted.
+async fn end_rejoin(replica: Arc<Replica>, identity: Arc<Identity>) {
+    let mut rx = replica.raft.metrics();
+    loop {
+        let learner = {
+            let m = rx.borrow_and_update();
+            let mem = m.membership_config.membership();
+            mem.get_node(&m.id).is_some() && !mem.voter_ids().any(|v| v == m.id)
+        };
+        if learner {
+            let id = identity.clone();
+            match tokio::task::spawn_blocking(move || id.rejoined()).await {
+                Ok(Ok(())) => {
+                    replica.raft.runtime_config().elect(true);
+                    tracing::info!("rejoined as a learner: this node votes again once promoted");
+                    return;
+                }
+                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "ending the rejoin"),
+                Err(_) => return,
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -279,6 +394,22 @@ async fn health() -> Json<serde_json::Value> {
 /// Ready when the group has a leader and this node has applied everything committed (as of a
 /// read index confirmed now): a node still catching up after a restart answers 503.
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(s) = state.replica.sm.apply_stall() {
+        let mut e = ApiError::unavailable(if s.rejected {
+            format!(
+                "the object store refuses this node (fix its credentials or bucket): {}",
+                s.error
+            )
+        } else {
+            format!("applying waits for the object store: {}", s.error)
+        });
+        e.extra = Some(serde_json::json!({
+            "stalled_entry": s.log_id.index,
+            "stalled_seconds": s.since.elapsed().as_secs(),
+            "object_store_rejected": s.rejected,
+        }));
+        return Err(e);
+    }
     let m = state.replica.raft.metrics().borrow().clone();
     let Some(leader) = m.current_leader else {
         return Err(ApiError::unavailable("no leader"));
@@ -397,6 +528,8 @@ async fn shutdown_signal() {
 
 /// Runs the node until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    // Before anything: votes are refused counting from here (see `crate::lease`).
+    let started = std::time::Instant::now();
     if args.token.is_none() {
         tracing::warn!(
             "NO TOKEN CONFIGURED: anyone who can reach {} can write; set --token or STRATA_TOKEN",
@@ -409,8 +542,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
     let advertise = args.advertise.clone().unwrap_or_else(|| addr.to_string());
-    let peers = Peers::new(args.cluster_secret.as_deref().unwrap_or(""))?;
-    let replica = Arc::new(start_replica(&args, &advertise, peers.clone()).await?);
+    let peers = Peers::new(
+        args.cluster_secret.as_deref().unwrap_or(""),
+        args.peer_source_ip,
+    )?;
+    let leases = Arc::new(Leases::new(args.lease_duration()));
+    let (replica, identity) =
+        start_replica(&args, &advertise, peers.clone(), leases.clone()).await?;
+    let replica = Arc::new(replica);
+    if identity.cluster_id().is_none() {
+        tokio::spawn(learn_cluster_id(identity.clone()));
+    }
+    if identity.rejoining() {
+        tokio::spawn(end_rejoin(replica.clone(), identity.clone()));
+    }
     let public_base = args
         .public_url
         .clone()
@@ -427,6 +572,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         public_base: Arc::from(public_base.trim_end_matches('/')),
         visits: Arc::new(Visits::default()),
         link_limiter: Arc::new(RateLimiter::new(args.link_rate_per_minute)),
+        leases,
+        identity,
+        vote_guard: VoteGuard::new(started, Duration::from_millis(args.election_timeout_max_ms)),
     }));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let chores = tokio::spawn(background(state.clone(), stopped));
