@@ -436,6 +436,13 @@ mod damage_tests {
         assert_eq!(r.edits.len(), 6, "base and five edits");
         assert_eq!(r.edits.last().unwrap().last_seq, Some(5));
         assert!(r.dropped_bytes > 0);
+        // A power cut that lost the start of the last append (its header among it) and kept
+        // its end: nothing after the damage claims it synced.
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = manifest(d.path(), 6);
+        let last = *offs.last().unwrap();
+        edit_file(&path, |b| b[last..last + 20].fill(0));
+        assert_eq!(replay(d.path()).unwrap().unwrap().edits.len(), 6);
         // And an append cut short.
         let d = tempfile::tempdir().unwrap();
         let (path, offs) = manifest(d.path(), 6);
