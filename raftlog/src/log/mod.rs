@@ -64,7 +64,7 @@ pub struct RecoveryInfo {
     pub segments_removed: usize,
     /// Half-written temporary files deleted.
     pub temp_files_removed: usize,
-    /// Where recovery stopped short of the end of the files, if it did.
+    /// The torn tail cut from the last segment, if any (corruption fails the open instead).
     pub damage: Option<RecoveryDamage>,
 }
 
