@@ -316,7 +316,7 @@ impl Log {
             expected = index.checked_add(1).ok_or_else(|| {
                 Error::InvalidArgument(format!("index {index} leaves no next index"))
             })?;
-            bytes += (framing::HEADER_LEN + 8 + data.len()) as u64;
+            bytes += (framing::HEADER_LEN + claim::CLAIM_LEN + data.len()) as u64;
         }
         // A tail of an older format takes no appends: the log continues in a new segment.
         let rollover = self.segments.last().is_none_or(|s| {
