@@ -483,3 +483,62 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     inner.request_compaction();
     Ok(inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WriteBatch;
+
+    /// Segments 1 and 2: five synced batches in the first, then the second created (its header
+    /// synced); returns the start of the first segment's last record.
+    fn two_segments(dir: &Path) -> usize {
+        let mut w = WalWriter::create(dir, 1).unwrap();
+        for seq in 1..=5u64 {
+            let mut b = WriteBatch::new();
+            b.put(format!("k{seq}"), "v");
+            let rep = b.resolved_rep(|| 0).into_owned();
+            w.append([(seq, &rep[..])].into_iter(), true).unwrap();
+        }
+        WalWriter::create(dir, 2).unwrap();
+        let data = std::fs::read(wal::segment_path(dir, 1)).unwrap();
+        let mut at = 0;
+        let mut last = 0;
+        while let Some(len) = crate::coding::u32_at(&data, at) {
+            last = at;
+            at += crate::framing::HEADER_LEN + len as usize;
+        }
+        last
+    }
+
+    fn replay(dir: &Path) -> Result<(u64, RecoveryReport)> {
+        let mem = Memtable::new(0, 1 << 20);
+        let (mut last_seq, mut report) = (0, RecoveryReport::default());
+        replay_wal(dir, 0, &mem, &mut last_seq, &mut report)?;
+        Ok((last_seq, report))
+    }
+
+    #[test]
+    fn damage_before_a_later_segment_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let last = two_segments(d.path());
+        let path = wal::segment_path(d.path(), 1);
+        let mut data = std::fs::read(&path).unwrap();
+        // The last record of the first segment: nothing after it in the file, but the second
+        // segment was created only after this one was synced.
+        data[last + 10] ^= 1;
+        std::fs::write(&path, &data).unwrap();
+        match replay(d.path()) {
+            Err(Error::Corruption { path: p, detail }) => {
+                assert_eq!(p, path);
+                assert!(detail.contains(&format!("byte offset {last}")), "{detail}");
+            }
+            r => panic!("not refused: {:?}", r.map(|(s, _)| s)),
+        }
+        // Without the second segment's header (a crash right after creating it), it is a
+        // torn tail, cut on disk.
+        std::fs::write(wal::segment_path(d.path(), 2), b"").unwrap();
+        let (last_seq, report) = replay(d.path()).unwrap();
+        assert_eq!((last_seq, report.wal_records_replayed), (4, 4));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+    }
+}
