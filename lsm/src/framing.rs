@@ -1,12 +1,14 @@
-//! Record framing shared by the WAL and the manifest (format version 1).
+//! Record framing shared by the WAL and the manifest (unchanged since version 1 of both; their
+//! version 2 puts a durability claim at the start of the payload, see `claim`).
 //!
 //! ```text
 //! record := len u32 LE | crc u32 LE | payload[len]
 //! crc    := crc32(len bytes ++ payload)      -- covers the length, so a flipped length is caught
 //! ```
 //! A reader stops at the first record that is truncated, has a bad checksum, or has length zero
-//! (a zero-filled tail), and reports how many bytes it did not replay. It never skips a bad record
-//! to read what follows: a write acknowledged after a lost one must not reappear without it.
+//! (a zero-filled tail). It never skips a bad record to replay what follows: a write
+//! acknowledged after a lost one must not reappear without it. What follows is only searched
+//! for a claim that tells the damage is corruption (see `claim`).
 
 pub(crate) const HEADER_LEN: usize = 8;
 
@@ -32,20 +34,11 @@ pub(crate) fn frame_parts(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
-/// Why a record stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// Every byte was a valid record.
-    Clean,
-    /// The stream ended inside a record, on a zero length, or on a bad checksum at this offset.
-    Damaged { offset: usize },
-}
-
 /// Iterates the valid records of `buf` in order.
 pub(crate) struct Records<'a> {
     buf: &'a [u8],
     pos: usize,
-    end: Option<End>,
+    done: bool,
 }
 
 impl<'a> Records<'a> {
@@ -53,13 +46,8 @@ impl<'a> Records<'a> {
         Records {
             buf,
             pos: 0,
-            end: None,
+            done: false,
         }
-    }
-
-    /// How the stream ended; `None` until iteration is finished.
-    pub(crate) fn end(&self) -> Option<End> {
-        self.end
     }
 
     /// Bytes after the last valid record.
@@ -73,25 +61,20 @@ impl<'a> Iterator for Records<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        if self.end.is_some() {
+        if self.done {
             return None;
         }
+        // Set until a whole record is found: the stream ends at its end or at the first damage.
+        self.done = true;
         let rest = &self.buf[self.pos..];
-        if rest.is_empty() {
-            self.end = Some(End::Clean);
-            return None;
-        }
-        let damaged = Some(End::Damaged { offset: self.pos });
         let (Some(len), Some(crc)) = (
             crate::coding::u32_at(rest, 0),
             crate::coding::u32_at(rest, 4),
         ) else {
-            self.end = damaged;
             return None;
         };
         let len = len as usize;
         if len == 0 || rest.len() - HEADER_LEN < len {
-            self.end = damaged;
             return None;
         }
         let payload = &rest[HEADER_LEN..HEADER_LEN + len];
@@ -99,17 +82,18 @@ impl<'a> Iterator for Records<'a> {
         h.update(&rest[0..4]);
         h.update(payload);
         if h.finalize() != crc {
-            self.end = damaged;
             return None;
         }
+        self.done = false;
         self.pos += HEADER_LEN + len;
         Some(payload)
     }
 }
 
-/// True when damage found at `offset` can only be an interrupted final append: the record there
-/// runs past the end of the file, or everything from there on is zero. Anything else (a bad
-/// checksum with more data after it) is corruption of acknowledged data.
+/// The rule for version-1 files, which carry no claims: true when damage found at `offset` can
+/// only be an interrupted final append (the record there runs past the end of the file, or
+/// everything from there on is zero). Anything else is treated as corruption of acknowledged
+/// data, since nothing tells it from a power cut's hole.
 pub(crate) fn is_torn_tail(buf: &[u8], offset: usize) -> bool {
     let rest = &buf[offset..];
     if rest.iter().all(|&b| b == 0) {
@@ -137,7 +121,7 @@ mod tests {
         let mut r = Records::new(&flipped);
         assert_eq!(r.next(), Some(&b"one"[..]));
         assert_eq!(r.next(), None);
-        assert_eq!(r.end(), Some(End::Damaged { offset: first }));
+        assert_eq!(r.dropped_bytes(), b.len() - first);
         // A truncated tail ends the stream at the last whole record.
         let mut r = Records::new(&b[..b.len() - 1]);
         assert_eq!(r.by_ref().count(), 2);

@@ -47,6 +47,7 @@
 
 mod batch;
 mod cache;
+mod claim;
 mod coding;
 mod cold_gc;
 mod compaction;

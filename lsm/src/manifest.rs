@@ -1,8 +1,10 @@
 //! The manifest: an append-only log of version edits, and `CURRENT`, which names it.
 //!
-//! Format version 1. `MANIFEST-NNNNNN` is a sequence of framed records (see `framing`); the first
-//! holds the format version, each later one a version edit:
+//! Format version 2. `MANIFEST-NNNNNN` is a sequence of framed records (see `framing`); the first
+//! holds the format version, each later one a claim (see `claim`) and a version edit:
 //! ```text
+//! record 0  := edit holding only field 6
+//! record k  := claim(index k, durable_next) | edit          -- k >= 1
 //! edit  := field*
 //! field := 1 varint log_number | 2 varint next_file_number | 3 varint last_seq
 //!        | 4 varint level varint number                                   (file deleted)
@@ -14,22 +16,32 @@
 //!        | 9 bytes app_state          (opaque to the engine, latest wins; replicated mode)
 //! bytes := varint len | len bytes
 //! ```
-//! `CURRENT` holds `MANIFEST-NNNNNN\n` and is replaced atomically (write, sync, rename). Replay
-//! applies edits in order and stops at a torn or corrupt tail, which can only be an edit whose
-//! append was not acknowledged. A new manifest (the whole version as one edit) is started at
-//! every open and when the log grows large, so the log never grows without bound.
+//! `CURRENT` holds `MANIFEST-NNNNNN\n` and is replaced atomically (write, sync, rename). Every
+//! append is synced before the next, so each record claims all before it durable (the first two
+//! are written together and synced before `CURRENT` names the file). Replay applies edits in
+//! order; damage is a torn tail (an edit whose append was not acknowledged), dropped, unless a
+//! later record claims it synced: then it is corruption and the open fails. A new manifest (the
+//! whole version as one edit) is started at every open and when the log grows large, so the log
+//! never grows without bound.
+//!
+//! Version 1 (no claims) is still read, by the conservative rule: damage is a torn tail only
+//! when the bad record reaches the end of the file or only zeros follow it. The next open
+//! replaces it with a version-2 manifest.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::claim;
 use crate::coding::{put_bytes, put_varint, Reader};
 use crate::error::IoContext;
 use crate::framing::{self, Records};
 use crate::version::FileMeta;
 use crate::{Error, Result};
 
-pub(crate) const MANIFEST_FORMAT_VERSION: u64 = 1;
+pub(crate) const MANIFEST_FORMAT_VERSION: u64 = 2;
+/// The version before claims, still read.
+const MANIFEST_VERSION_1: u64 = 1;
 
 /// A change to the set of live tables and the counters that go with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,7 +132,8 @@ impl VersionEdit {
                     e.added.push((level, meta));
                 }
                 6 => {
-                    if r.varint()? != MANIFEST_FORMAT_VERSION {
+                    let v = r.varint()?;
+                    if !(MANIFEST_VERSION_1..=MANIFEST_FORMAT_VERSION).contains(&v) {
                         return None;
                     }
                 }
@@ -145,6 +158,10 @@ pub(crate) struct ManifestWriter {
     number: u64,
     path: PathBuf,
     size: u64,
+    /// Index of the next record.
+    next_index: u64,
+    /// Records below this index are durable: what the next record may claim.
+    synced: u64,
 }
 
 impl ManifestWriter {
@@ -161,13 +178,15 @@ impl ManifestWriter {
             number,
             path,
             size: 0,
+            next_index: 1,
+            synced: 0,
         };
         let mut header = Vec::new();
         put_varint(&mut header, 6);
         put_varint(&mut header, MANIFEST_FORMAT_VERSION);
         let mut buf = Vec::new();
         framing::frame(&mut buf, &header);
-        framing::frame(&mut buf, &base.encode());
+        w.frame_edit(&mut buf, base);
         w.write_synced(&buf)?;
         crate::fsutil::write_atomic(
             &dir.join("CURRENT"),
@@ -187,8 +206,15 @@ impl ManifestWriter {
     /// Appends an edit and syncs it; the edit is in effect once this returns.
     pub fn append(&mut self, edit: &VersionEdit) -> Result<()> {
         let mut buf = Vec::new();
-        framing::frame(&mut buf, &edit.encode());
+        self.frame_edit(&mut buf, edit);
         self.write_synced(&buf)
+    }
+
+    fn frame_edit(&mut self, buf: &mut Vec<u8>, edit: &VersionEdit) {
+        let mut head = Vec::with_capacity(claim::CLAIM_LEN);
+        claim::put(&mut head, self.next_index, self.synced);
+        framing::frame_parts(buf, &[&head, &edit.encode()]);
+        self.next_index += 1;
     }
 
     fn write_synced(&mut self, buf: &[u8]) -> Result<()> {
@@ -197,8 +223,16 @@ impl ManifestWriter {
             .and_then(|_| self.file.sync_data())
             .ctx(|| format!("appending to {}", self.path.display()))?;
         self.size += buf.len() as u64;
+        self.synced = self.next_index;
         Ok(())
     }
+}
+
+/// The format version a manifest's first record declares, `None` if it declares none.
+fn header_version(payload: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(payload);
+    let v = (r.varint()? == 6).then(|| r.varint())??;
+    r.is_empty().then_some(v)
 }
 
 /// The state a manifest replays to.
@@ -235,25 +269,48 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
     let mut recs = Records::new(&data);
     let mut edits = Vec::new();
     let mut valid = 0usize;
+    let mut version = None;
     for (i, payload) in recs.by_ref().enumerate() {
-        let Some(edit) = VersionEdit::decode(payload) else {
+        let body = match version {
+            None => payload,
+            Some(MANIFEST_VERSION_1) => payload,
+            Some(_) => match claim::split(payload) {
+                Some((index, _, body)) if index == i as u64 => body,
+                // Framed right, claim wrong: damage, judged below like any other.
+                _ => break,
+            },
+        };
+        let Some(edit) = VersionEdit::decode(body) else {
             // The checksum matched, so this is not a torn write: refuse rather than guess.
             return Err(Error::corruption(
                 &path,
-                format!("undecodable manifest record {i}"),
+                format!("undecodable manifest record {i} at byte offset {valid}"),
             ));
         };
-        if i > 0 {
+        if version.is_none() {
+            version = Some(header_version(body).ok_or_else(|| {
+                Error::corruption(&path, "the first record does not hold the format version")
+            })?);
+        } else {
             edits.push(edit);
         }
         valid += framing::HEADER_LEN + payload.len();
     }
-    if let Some(framing::End::Damaged { offset }) = recs.end() {
-        if !framing::is_torn_tail(&data, offset) {
-            return Err(Error::corruption(
-                &path,
-                format!("damaged record at offset {offset} with data after it"),
-            ));
+    if valid < data.len() {
+        let damaged = edits.len() as u64 + u64::from(version.is_some());
+        let proof = match version {
+            Some(MANIFEST_VERSION_1) | None if !framing::is_torn_tail(&data, valid) => {
+                Some(format!(
+                    "damaged record at byte offset {valid} with data after it; a version-1 \
+                     manifest carries no durability claims"
+                ))
+            }
+            Some(MANIFEST_VERSION_1) | None => None,
+            Some(_) => claim::find(&data, valid, damaged)
+                .map(|p| claim::corruption_detail(valid, damaged, p)),
+        };
+        if let Some(detail) = proof {
+            return Err(Error::corruption(&path, detail));
         }
     }
     if edits.is_empty() {
@@ -299,5 +356,125 @@ mod tests {
         assert_eq!(VersionEdit::decode(&e.encode()), Some(e.clone()));
         let enc = e.encode();
         assert_eq!(VersionEdit::decode(&enc[..enc.len() - 1]), None);
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+
+    fn edit(n: u64) -> VersionEdit {
+        VersionEdit {
+            last_seq: Some(n),
+            app_state: Some(vec![n as u8; 40]),
+            ..Default::default()
+        }
+    }
+
+    /// A manifest of a base and `n` appended edits; returns its path and record start offsets.
+    fn manifest(dir: &Path, n: u64) -> (PathBuf, Vec<usize>) {
+        let mut w = ManifestWriter::create(dir, 7, &edit(0)).unwrap();
+        for i in 1..=n {
+            w.append(&edit(i)).unwrap();
+        }
+        let path = manifest_path(dir, 7);
+        (path.clone(), offsets(&std::fs::read(path).unwrap()))
+    }
+
+    fn offsets(data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(len) = crate::coding::u32_at(data, at) {
+            out.push(at);
+            at += framing::HEADER_LEN + len as usize;
+        }
+        out
+    }
+
+    fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut b = std::fs::read(path).unwrap();
+        f(&mut b);
+        std::fs::write(path, b).unwrap();
+    }
+
+    fn refused_at(dir: &Path, path: &Path, offset: usize) {
+        match replay(dir) {
+            Err(Error::Corruption { path: p, detail }) => {
+                assert_eq!(p, path);
+                assert!(
+                    detail.contains(&format!("byte offset {offset}")),
+                    "{detail}"
+                );
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("damage before synced edits was not refused"),
+        }
+    }
+
+    #[test]
+    fn a_flipped_length_before_synced_edits_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = manifest(d.path(), 6);
+        edit_file(&path, |b| b[offs[3]] ^= 0x02);
+        refused_at(d.path(), &path, offs[3]);
+        // The same with a flipped byte in an edit's body.
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = manifest(d.path(), 6);
+        edit_file(&path, |b| b[offs[5] + 30] ^= 0x40);
+        refused_at(d.path(), &path, offs[5]);
+    }
+
+    #[test]
+    fn a_torn_last_edit_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = manifest(d.path(), 6);
+        let last = *offs.last().unwrap();
+        // A power cut in the middle of the last append: a hole of zeros inside its record,
+        // its end written.
+        edit_file(&path, |b| b[last + 12..last + 30].fill(0));
+        let r = replay(d.path()).unwrap().unwrap();
+        assert_eq!(r.edits.len(), 6, "base and five edits");
+        assert_eq!(r.edits.last().unwrap().last_seq, Some(5));
+        assert!(r.dropped_bytes > 0);
+        // A power cut that lost the start of the last append (its header among it) and kept
+        // its end: nothing after the damage claims it synced.
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = manifest(d.path(), 6);
+        let last = *offs.last().unwrap();
+        edit_file(&path, |b| b[last..last + 20].fill(0));
+        assert_eq!(replay(d.path()).unwrap().unwrap().edits.len(), 6);
+        // And an append cut short.
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = manifest(d.path(), 6);
+        edit_file(&path, |b| b.truncate(*offs.last().unwrap() + 5));
+        assert_eq!(replay(d.path()).unwrap().unwrap().edits.len(), 6);
+    }
+
+    #[test]
+    fn version_1_manifests_are_read_by_the_conservative_rule() {
+        let write_v1 = |dir: &Path| {
+            let mut b = Vec::new();
+            let mut header = Vec::new();
+            put_varint(&mut header, 6);
+            put_varint(&mut header, 1);
+            framing::frame(&mut b, &header);
+            for i in 0..5 {
+                framing::frame(&mut b, &edit(i).encode());
+            }
+            let path = manifest_path(dir, 3);
+            std::fs::write(&path, &b).unwrap();
+            std::fs::write(dir.join("CURRENT"), "MANIFEST-000003\n").unwrap();
+            (path, offsets(&b))
+        };
+        let d = tempfile::tempdir().unwrap();
+        let (path, offs) = write_v1(d.path());
+        assert_eq!(replay(d.path()).unwrap().unwrap().edits.len(), 5);
+        // A bad final record is a torn append.
+        edit_file(&path, |b| b[offs[5] + 9] ^= 1);
+        assert_eq!(replay(d.path()).unwrap().unwrap().edits.len(), 4);
+        // Damage with data after it is refused.
+        let (path, offs) = write_v1(d.path());
+        edit_file(&path, |b| b[offs[2] + 9] ^= 1);
+        refused_at(d.path(), &path, offs[2]);
     }
 }

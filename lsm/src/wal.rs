@@ -1,20 +1,34 @@
 //! The write-ahead log: one segment file per memtable, named `NNNNNN.wal`.
 //!
-//! Format version 1: a segment is a sequence of framed records (see `framing`), one per committed
-//! write batch:
+//! Format version 2: a segment is a sequence of framed records (see `framing`):
 //! ```text
-//! payload := seq u64 LE | batch representation (see `batch`)
+//! segment := record(header) | record(entry)*
+//! header  := magic "SLSMWAL\0" | version u32 LE     -- record 0, synced when the file is created
+//! entry   := claim | seq u64 LE | batch             -- one per committed write batch
 //! ```
-//! Group commit writes the records of every batch in a group with one `write` and, if any writer
-//! asked for it, one `fdatasync`.
+//! `claim` (see `claim`) numbers the entries from 1 and says how many records were synced when
+//! each was written. Group commit writes the records of every batch in a group with one `write`
+//! and, if any writer asked for it, one `fdatasync`. A segment is synced before the next one is
+//! created, so a later segment's header claims every record of the earlier ones durable.
+//!
+//! Version 1 had no header and no claims (`entry := seq u64 LE | batch`); such segments are
+//! still replayed, by the conservative rule: damage is a torn tail only when the bad record
+//! reaches the end of the file or only zeros follow it, and is refused otherwise. Telling a
+//! power cut's hole from lost synced writes needs the claims; refusing costs the operator a
+//! restore, replaying past lost acknowledged writes would serve a history that never was.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::claim;
 use crate::error::IoContext;
 use crate::framing::{self, Records};
-use crate::Result;
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"SLSMWAL\0";
+/// Format version of the segments this build writes.
+const VERSION: u32 = 2;
 
 pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:06}.wal"))
@@ -26,24 +40,38 @@ pub(crate) struct WalWriter {
     number: u64,
     path: PathBuf,
     buf: Vec<u8>,
+    /// Index of the next record.
+    next_index: u64,
+    /// Records below this index are durable: what the next record may claim.
+    synced: u64,
 }
 
 impl WalWriter {
-    /// Creates segment `number`; the directory entry is made durable so a synced record in it
-    /// survives power loss.
+    /// Creates segment `number` with its header, both durable (file and directory entry) when
+    /// this returns, so a synced record in it survives power loss and the header may claim the
+    /// earlier segments.
     pub(crate) fn create(dir: &Path, number: u64) -> Result<Self> {
         let path = segment_path(dir, number);
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .ctx(|| format!("creating WAL segment {}", path.display()))?;
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        let mut buf = Vec::with_capacity(64 << 10);
+        framing::frame(&mut buf, &header);
+        file.write_all(&buf)
+            .and_then(|_| file.sync_data())
+            .ctx(|| format!("writing the header of {}", path.display()))?;
         crate::fsutil::sync_dir(dir)?;
         Ok(WalWriter {
             file,
             number,
             path,
-            buf: Vec::with_capacity(64 << 10),
+            buf,
+            next_index: 1,
+            synced: 1,
         })
     }
 
@@ -59,22 +87,32 @@ impl WalWriter {
         sync: bool,
     ) -> Result<usize> {
         self.buf.clear();
+        let mut index = self.next_index;
+        let mut head = Vec::with_capacity(claim::CLAIM_LEN + 8);
         for (seq, rep) in records {
-            framing::frame_parts(&mut self.buf, &[&seq.to_le_bytes(), rep]);
+            head.clear();
+            claim::put(&mut head, index, self.synced);
+            head.extend_from_slice(&seq.to_le_bytes());
+            framing::frame_parts(&mut self.buf, &[&head, rep]);
+            index += 1;
         }
         self.file
             .write_all(&self.buf)
             .ctx(|| format!("appending to {}", self.path.display()))?;
+        self.next_index = index;
         if sync {
             self.sync()?;
         }
         Ok(self.buf.len())
     }
 
+    /// `fdatasync`; every record written so far is durable when this returns.
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.file
             .sync_data()
-            .ctx(|| format!("syncing {}", self.path.display()))
+            .ctx(|| format!("syncing {}", self.path.display()))?;
+        self.synced = self.next_index;
+        Ok(())
     }
 }
 
@@ -82,15 +120,15 @@ impl WalWriter {
 #[derive(Debug, Default)]
 pub(crate) struct SegmentReplay {
     pub records: u64,
-    /// Bytes after the last valid record (torn or corrupt tail).
+    /// Offset of the torn tail, when the valid records end before the file does.
+    pub torn_at: Option<u64>,
+    /// Bytes after the last valid record (a torn tail).
     pub dropped: u64,
-    /// True when the dropped bytes can only be an interrupted final append (the normal result of
-    /// a crash), false when valid-looking data followed the damage.
-    pub torn_tail: bool,
 }
 
 /// Replays the valid prefix of a segment, calling `apply(seq, rep)` per record. A record whose
-/// frame is intact but whose body does not decode counts as damage: replay stops before it.
+/// frame is intact but whose body does not decode counts as damage. Damage that is not a torn
+/// tail (see the module doc) is [`Error::Corruption`] naming the file and offset.
 pub(crate) fn replay_segment(
     path: &Path,
     mut apply: impl FnMut(u64, &[u8]) -> Option<()>,
@@ -99,22 +137,171 @@ pub(crate) fn replay_segment(
     let mut recs = Records::new(&data);
     let mut out = SegmentReplay::default();
     let mut valid = 0usize;
+    let mut version = None;
     for payload in recs.by_ref() {
-        let Some(seq) = crate::coding::u64_at(payload, 0) else {
-            break;
+        let v = *version.get_or_insert_with(|| header_version(payload));
+        if valid == 0 && v != 1 {
+            if v != VERSION {
+                return Err(Error::corruption(
+                    path,
+                    format!("WAL format version {v}; this build reads 1 and {VERSION}"),
+                ));
+            }
+            valid += framing::HEADER_LEN + payload.len();
+            continue;
+        }
+        let body = if v == 1 {
+            Some(payload)
+        } else {
+            claim::split(payload)
+                .filter(|(index, _, _)| *index == out.records + 1)
+                .map(|(_, _, body)| body)
         };
-        if apply(seq, &payload[8..]).is_none() {
+        let applied = body.and_then(|b| {
+            let seq = crate::coding::u64_at(b, 0)?;
+            apply(seq, &b[8..])
+        });
+        if applied.is_none() {
             break;
         }
         out.records += 1;
         valid += framing::HEADER_LEN + payload.len();
     }
+    if valid == data.len() {
+        return Ok(out);
+    }
+    let proof = match version {
+        Some(VERSION) => claim::find(&data, valid, out.records + 1)
+            .map(|p| claim::corruption_detail(valid, out.records + 1, p)),
+        _ if framing::is_torn_tail(&data, valid) => None,
+        _ => Some(format!(
+            "damaged record at byte offset {valid} with data after it; a version-1 segment \
+             carries no durability claims, so this cannot be told from lost synced writes"
+        )),
+    };
+    if let Some(detail) = proof {
+        return Err(Error::corruption(path, detail));
+    }
+    out.torn_at = Some(valid as u64);
     out.dropped = (data.len() - valid) as u64;
-    out.torn_tail = framing::is_torn_tail(&data, valid);
     Ok(out)
+}
+
+/// The version a segment's first record declares: its header's, or 1 when it is an entry of a
+/// version-1 segment (which has no header).
+fn header_version(first: &[u8]) -> u32 {
+    match first.strip_prefix(MAGIC.as_slice()) {
+        Some(v) => v.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX),
+        None => 1,
+    }
+}
+
+/// True when the segment at `path` begins with a valid record (its header, or a version-1
+/// entry): it was created after every earlier segment was synced, so damage in those is not a
+/// torn tail.
+pub(crate) fn has_first_record(path: &Path) -> Result<bool> {
+    let data = std::fs::read(path).ctx(|| format!("reading WAL segment {}", path.display()))?;
+    Ok(Records::new(&data).next().is_some())
+}
+
+/// True when the segment at `path` may hold logged writes: anything beyond a header. (A header
+/// alone is what a crash between creating the segment and using it leaves.)
+pub(crate) fn holds_writes(path: &Path) -> Result<bool> {
+    let data = std::fs::read(path).ctx(|| format!("reading WAL segment {}", path.display()))?;
+    let header = Records::new(&data)
+        .next()
+        .filter(|first| header_version(first) != 1)
+        .map_or(0, |first| framing::HEADER_LEN + first.len());
+    Ok(data.len() > header)
+}
+
+/// Cuts a torn tail off, durably, so that segments created after this recovery do not make it
+/// look like damage before synced data at the next one.
+pub(crate) fn cut(path: &Path, at: u64) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(at).and_then(|_| f.sync_all()))
+        .ctx(|| format!("cutting the torn tail of {}", path.display()))
 }
 
 /// The segment number of a file name like `000012.wal`.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     name.strip_suffix(".wal")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(path: &Path) -> Result<(Vec<u64>, SegmentReplay)> {
+        let mut seqs = Vec::new();
+        let r = replay_segment(path, |seq, _| {
+            seqs.push(seq);
+            Some(())
+        })?;
+        Ok((seqs, r))
+    }
+
+    fn offsets(data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(len) = crate::coding::u32_at(data, at) {
+            out.push(at);
+            at += framing::HEADER_LEN + len as usize;
+        }
+        out
+    }
+
+    fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut b = std::fs::read(path).unwrap();
+        f(&mut b);
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn claims_follow_syncs() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(d.path(), 1).unwrap();
+        let rep = [7u8; 50];
+        w.append([(1, &rep[..]), (2, &rep[..])].into_iter(), true)
+            .unwrap();
+        w.append([(3, &rep[..])].into_iter(), false).unwrap();
+        w.append([(4, &rep[..])].into_iter(), false).unwrap();
+        let path = segment_path(d.path(), 1);
+        let data = std::fs::read(&path).unwrap();
+        let claims: Vec<(u64, u64)> = Records::new(&data)
+            .skip(1)
+            .map(|p| claim::split(p).map(|(i, c, _)| (i, c)).unwrap())
+            .collect();
+        assert_eq!(claims, [(1, 1), (2, 1), (3, 3), (4, 3)]);
+        let (seqs, r) = replay(&path).unwrap();
+        assert_eq!((seqs, r.torn_at), (vec![1, 2, 3, 4], None));
+        let empty = WalWriter::create(d.path(), 2).unwrap();
+        assert!(!holds_writes(&segment_path(d.path(), empty.number())).unwrap());
+        assert!(holds_writes(&path).unwrap());
+    }
+
+    #[test]
+    fn version_1_segments_are_read_by_the_conservative_rule() {
+        let d = tempfile::tempdir().unwrap();
+        let path = segment_path(d.path(), 4);
+        let mut b = Vec::new();
+        for seq in 10..16u64 {
+            framing::frame_parts(&mut b, &[&seq.to_le_bytes(), &[1u8; 30]]);
+        }
+        let offs = offsets(&b);
+        std::fs::write(&path, &b).unwrap();
+        assert_eq!(replay(&path).unwrap().0, (10..16).collect::<Vec<_>>());
+        edit_file(&path, |b| b[offs[5] + 12] ^= 1);
+        let (seqs, r) = replay(&path).unwrap();
+        assert_eq!((seqs.len(), r.torn_at), (5, Some(offs[5] as u64)));
+        std::fs::write(&path, &b).unwrap();
+        edit_file(&path, |b| b[offs[2] + 12] ^= 1);
+        let e = replay(&path).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("byte offset {}", offs[2])),
+            "{e}"
+        );
+    }
 }

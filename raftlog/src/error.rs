@@ -33,6 +33,18 @@ pub enum Error {
         /// What was found to be wrong.
         detail: String,
     },
+    /// A record of the Raft log is damaged where a crash cannot explain it: a later record (or
+    /// segment) proves the damaged entry had been synced. Recovery refuses to open the log
+    /// rather than drop acknowledged entries; the replica must be rebuilt (see the README).
+    #[error("corrupt raft log: {} at byte offset {offset}: {detail}", path.display())]
+    CorruptRecord {
+        /// The damaged segment file.
+        path: PathBuf,
+        /// Byte offset in it of the first damaged record.
+        offset: u64,
+        /// Which entry was lost and what proves it had been durable.
+        detail: String,
+    },
     /// A file was written by a newer (or unknown) version of the format.
     #[error("{} has format version {found}, this build reads version {supported}", path.display())]
     UnsupportedVersion {
@@ -101,7 +113,7 @@ impl Error {
 
     /// True when the error reports damaged on-disk data.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. })
+        matches!(self, Error::Corruption { .. } | Error::CorruptRecord { .. })
     }
 }
 

@@ -10,6 +10,7 @@ use openraft::network::RaftNetworkFactory;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, Config, LogId, Raft};
 
+use crate::log::RecoveryInfo;
 use crate::store::{LogStore, TypeConfig};
 use crate::{Maintainer, MaintainerOptions, StateMachine};
 
@@ -22,6 +23,8 @@ pub struct Replica {
     pub sm: StateMachine,
     /// Its log store (for stats).
     pub log: LogStore,
+    /// What the log's recovery found at the start (a torn tail it cut, segments it removed).
+    pub log_recovery: RecoveryInfo,
     /// The index of the last entry in the log when the replica started (see
     /// [`read_log_id`](Self::read_log_id)).
     start_log_index: u64,
@@ -34,6 +37,11 @@ pub type ReadError = RaftError<u64, CheckIsLeaderError<u64, BasicNode>>;
 impl Replica {
     /// Opens (creating if needed) the replica `id` in `dir` and starts its Raft with `network`
     /// and its maintainer. `engine` must name the group's shared object store as its cold tier.
+    ///
+    /// A log that recovery finds corrupt ([`Error::CorruptRecord`](crate::Error::CorruptRecord):
+    /// synced entries lost or altered on disk) is refused: this fails rather than rejoin the
+    /// group, and vote, with a log shorter than the one it acknowledged. The replica must then be
+    /// rebuilt (removed from the voters, wiped, re-added as a learner, promoted).
     pub async fn start<N: RaftNetworkFactory<TypeConfig>>(
         id: u64,
         dir: &Path,
@@ -42,7 +50,27 @@ impl Replica {
         network: N,
         maintainer: MaintainerOptions,
     ) -> crate::Result<Replica> {
-        let (log, _) = LogStore::open(dir.join("log"))?;
+        let log_dir = dir.join("log");
+        let (log, log_recovery) = LogStore::open(&log_dir).inspect_err(|e| {
+            if e.is_corruption() {
+                tracing::error!(
+                    replica = id,
+                    dir = %log_dir.display(),
+                    error = %e,
+                    "raft log is corrupt: refusing to start; rebuild this replica"
+                );
+            }
+        })?;
+        if let Some(d) = &log_recovery.damage {
+            tracing::warn!(
+                replica = id,
+                segment = %d.segment.display(),
+                offset = d.offset,
+                index = d.index,
+                bytes = d.bytes_dropped,
+                "raft log: cut a torn tail of unacknowledged entries"
+            );
+        }
         let start_log_index = log
             .clone()
             .get_log_state()
@@ -62,6 +90,7 @@ impl Replica {
             raft,
             sm,
             log,
+            log_recovery,
             start_log_index,
             _maintainer: m,
         })

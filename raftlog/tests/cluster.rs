@@ -458,5 +458,89 @@ fn objects_wait_for_a_lagging_replica_past_the_grace_period() {
             write_keys(&c, 0..50, round).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+
+/// File offsets of the records of a segment (after its 28-byte header), up to the zeros ahead.
+fn record_offsets(seg: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 28;
+    while at + 8 <= seg.len() {
+        let len = u32::from_le_bytes(seg[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
+        out.push(at);
+        at += 8 + len;
+    }
+    out
+}
+
+#[test]
+fn a_replica_whose_log_lost_synced_entries_refuses_to_start_and_is_rebuilt() {
+    rt().block_on(async {
+        let mut c = Cluster::new(3).await;
+        let last = write_keys(&c, 0..60, 0).await;
+        wait_all_applied(&c, last).await;
+        let leader = c.leader(T).await;
+        let victim = (1..=3).find(|&id| id != leader).expect("a follower");
+        c.stop(victim).await;
+
+        // One flipped length bit in an acknowledged entry that later appends claim synced.
+        let log_dir = c.dir(victim).join("log");
+        let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+            .expect("log dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segs.sort();
+        let seg = segs.pop().expect("a segment");
+        let mut bytes = std::fs::read(&seg).expect("read segment");
+        let offs = record_offsets(&bytes);
+        assert!(offs.len() > 20, "{} records", offs.len());
+        let at = offs[offs.len() / 2];
+        bytes[at] ^= 0x10;
+        std::fs::write(&seg, &bytes).expect("write segment");
+
+        let err = raftlog::Replica::start(
+            victim,
+            &c.dir(victim),
+            common::engine_options(c.objects.clone()),
+            c.config.clone(),
+            c.router.factory(victim),
+            raftlog::MaintainerOptions::default(),
+        )
+        .await
+        .err()
+        .expect("a replica with a corrupt log must not start");
+        match &err {
+            raftlog::Error::CorruptRecord { path, offset, .. } => {
+                assert_eq!((path, *offset), (&seg, at as u64), "{err}");
+            }
+            e => panic!("not refused as a corrupt record: {e}"),
+        }
+
+        // The README's way out: out of the voters, wiped, back as a learner, promoted.
+        c.node(leader)
+            .raft
+            .change_membership(
+                (1..=3).filter(|&id| id != victim).collect::<Vec<_>>(),
+                false,
+            )
+            .await
+            .expect("remove the victim");
+        let last = write_keys(&c, 60..80, 0).await;
+        std::fs::remove_dir_all(c.dir(victim)).expect("wipe");
+        c.start(victim).await;
+        c.node(leader)
+            .raft
+            .add_learner(victim, BasicNode::new(format!("node-{victim}")), true)
+            .await
+            .expect("add learner");
+        c.node(leader)
+            .raft
+            .change_membership(vec![1, 2, 3], false)
+            .await
+            .expect("promote");
+        c.wait_applied(victim, last, T).await;
+        check_keys(&c, victim, 0..80, 0);
     });
 }

@@ -84,8 +84,8 @@ fn round_trip_across_rollovers() {
     let sealed = &segs[..segs.len() - 1];
     for s in sealed {
         let len = std::fs::metadata(s).unwrap().len();
-        // A batch never exceeds 16 * (16 + 300) bytes, so rollover keeps files near the limit.
-        assert!(len <= 4096 + 16 * 316, "{} is {len} bytes", s.display());
+        // A batch never exceeds 16 * (24 + 300) bytes, so rollover keeps files near the limit.
+        assert!(len <= 4096 + 16 * 324, "{} is {len} bytes", s.display());
     }
     let last = segs.last().unwrap();
     let open_len = std::fs::metadata(last).unwrap().len();
@@ -260,10 +260,9 @@ fn torn_tail_is_cut_at_the_last_whole_record() {
         .unwrap();
     let (mut log, info) = open(d.path());
     let dmg = info.damage.expect("damage reported");
-    assert!(dmg.torn_tail);
     assert_eq!(dmg.segment, last);
-    assert_eq!(dmg.bytes_dropped, 8 + 8 + 163 - 50);
-    assert_eq!(dmg.segments_dropped, 0);
+    assert_eq!(dmg.index, 499);
+    assert_eq!(dmg.bytes_dropped, 8 + 16 + 163 - 50);
     check(&log, 0, 499, 0);
     // The file was cut back, so the next append continues cleanly.
     append_range(&mut log, 499, 520, 0);
@@ -279,51 +278,35 @@ fn flipped_byte_in_the_last_record_ends_recovery_there() {
     flip_byte(&last, len - 10);
     let (log, info) = open(d.path());
     let dmg = info.damage.expect("damage reported");
-    assert_eq!(dmg.bytes_dropped, 8 + 8 + 163);
-    // A bad final record that reaches the end of the file looks like an interrupted append.
-    assert!(dmg.torn_tail);
-    assert_eq!(dmg.segments_dropped, 0);
+    assert_eq!(dmg.bytes_dropped, 8 + 16 + 163);
+    // Nothing after the bad final record claims it synced: it may be an interrupted append.
+    assert_eq!(dmg.index, 499);
     check(&log, 0, 499, 0);
 }
 
 #[test]
-fn damage_in_a_middle_segment_discards_everything_after_it() {
+fn damage_in_a_middle_segment_is_refused_and_nothing_is_deleted() {
     let d = tempfile::tempdir().unwrap();
     let (mut log, _) = open(d.path());
     append_range(&mut log, 0, 1000, 0);
     drop(log);
     let segs = segments(d.path());
     let victim = &segs[2];
-    let next_base: u64 = segs[3]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // The last byte of the victim belongs to its last record, whole records come after it.
-    flip_byte(victim, std::fs::metadata(victim).unwrap().len() - 1);
-    let later_bytes: u64 = segs[3..]
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
     let victim_len = std::fs::metadata(victim).unwrap().len();
-    let (mut log, info) = open(d.path());
-    let dmg = info.damage.expect("damage reported");
-    assert!(!dmg.torn_tail, "valid data followed the damage");
-    assert_eq!(dmg.segment, *victim);
-    assert_eq!(dmg.segments_dropped, segs.len() - 3);
-    assert_eq!(dmg.bytes_dropped, victim_len - dmg.offset + later_bytes);
-    assert_eq!(segments(d.path()), segs[..3]);
-    let last = log.last_index().unwrap();
-    assert_eq!(last, next_base - 2);
-    check(&log, 0, last + 1, 0);
-    assert_eq!(info.last_index, Some(last));
-    append_range(&mut log, last + 1, last + 50, 0);
-    drop(log);
-    let (log, info) = open(d.path());
-    assert_eq!(info.damage, None);
-    check(&log, 0, last + 50, 0);
+    // The last byte of the victim belongs to its last record; later segments exist, and a
+    // segment is created only after the one before it is synced.
+    flip_byte(victim, victim_len - 1);
+    let before: Vec<Vec<u8>> = segs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    match Log::open_with(d.path(), small()).unwrap_err() {
+        Error::CorruptRecord { path, offset, .. } => {
+            assert_eq!(path, *victim);
+            assert!(offset < victim_len, "{offset}");
+        }
+        e => panic!("not refused as a corrupt record: {e}"),
+    }
+    assert_eq!(segments(d.path()), segs);
+    let after: Vec<Vec<u8>> = segs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after, "a refused log was changed");
 }
 
 #[test]

@@ -48,10 +48,9 @@ pub struct RecoveryReport {
     pub wal_segments: u64,
     /// WAL records (write batches) replayed.
     pub wal_records_replayed: u64,
-    /// Bytes of WAL after the first torn or corrupt record, not replayed.
+    /// Bytes of a torn WAL tail cut (writes never acknowledged as durable). Damage that a
+    /// later record proves was synced fails the open instead.
     pub wal_bytes_dropped: u64,
-    /// The segment where replay stopped early, renamed with a `.corrupt` suffix and kept.
-    pub wal_damaged_segment: Option<PathBuf>,
     /// Bytes of a torn manifest tail ignored.
     pub manifest_bytes_dropped: u64,
     /// Files and objects left by an interrupted flush or compaction, deleted at open (objects

@@ -1,7 +1,7 @@
 //! Opening a database: lock, manifest replay, WAL replay, cleanup, background threads.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -49,15 +49,13 @@ fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> R
         // CURRENT was lost: refuse rather than start empty. An empty segment or a manifest alone
         // is what a crash during the very first open leaves behind (CURRENT is written last);
         // nothing was acknowledged then, so the directory is a new database.
-        let holds_data = std::fs::read_dir(dir)
-            .ctx(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                fsutil::parse_sst_name(&n).is_some()
-                    || (wal::parse_segment_name(&n).is_some()
-                        && e.metadata().map_or(true, |m| m.len() > 0))
-            });
+        let mut holds_data = false;
+        for e in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+            let e = e.ctx(|| format!("listing {}", dir.display()))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            holds_data |= fsutil::parse_sst_name(&n).is_some()
+                || (wal::parse_segment_name(&n).is_some() && wal::holds_writes(&e.path())?);
+        }
         if holds_data {
             return Err(Error::corruption(
                 dir.join("CURRENT"),
@@ -107,34 +105,25 @@ fn replay_manifest(dir: &Path, opts: &Options, report: &mut RecoveryReport) -> R
     Ok(r)
 }
 
-/// Replays WAL segments from `log_number` on into `mem`, stopping at the first damage. Returns
-/// the segments to keep aside (the damaged one, unless its damage is a torn tail, and every
-/// later one); the caller renames them only once the replayed data is safe in a new manifest.
+/// Replays WAL segments from `log_number` on into `mem`. A torn tail (see `wal`) ends the
+/// replay and is cut; a later segment that exists whole then proves the damage was not a torn
+/// tail (a segment is synced before the next one is created), and so does a record claiming it
+/// synced: both are [`Error::Corruption`], naming the damaged file and offset.
 fn replay_wal(
     dir: &Path,
     log_number: u64,
     mem: &Memtable,
     last_seq: &mut u64,
     report: &mut RecoveryReport,
-) -> Result<Vec<PathBuf>> {
-    let mut aside = Vec::new();
+) -> Result<()> {
     let mut segments: Vec<u64> = std::fs::read_dir(dir)
         .ctx(|| format!("listing {}", dir.display()))?
         .filter_map(|e| wal::parse_segment_name(&e.ok()?.file_name().to_string_lossy()))
+        .filter(|&n| n >= log_number)
         .collect();
     segments.sort_unstable();
-    let mut stopped = false;
-    for &n in &segments {
+    for (i, &n) in segments.iter().enumerate() {
         let path = wal::segment_path(dir, n);
-        if n < log_number {
-            continue;
-        }
-        if stopped {
-            // Never replay past damage: a later segment holds writes acknowledged after the lost
-            // ones. Keep it aside for inspection instead of deleting it.
-            aside.push(path);
-            continue;
-        }
         let r = wal::replay_segment(&path, |seq, rep| {
             let ops = batch::decode_ops(rep)?;
             for op in ops {
@@ -145,17 +134,30 @@ fn replay_wal(
         })?;
         report.wal_segments += 1;
         report.wal_records_replayed += r.records;
-        report.wal_bytes_dropped += r.dropped;
-        if r.dropped > 0 {
-            tracing::warn!(segment = %path.display(), dropped_bytes = r.dropped, torn_tail = r.torn_tail, "WAL replay stopped at damaged record");
-            stopped = true;
-            if !r.torn_tail {
-                report.wal_damaged_segment = Some(path.with_extension("wal.corrupt"));
-                aside.push(path);
+        let Some(at) = r.torn_at else {
+            continue;
+        };
+        for &later in &segments[i + 1..] {
+            let later = wal::segment_path(dir, later);
+            if wal::has_first_record(&later)? {
+                return Err(Error::corruption(
+                    &path,
+                    format!(
+                        "damaged record at byte offset {at}, but {} was created after this \
+                         segment was synced",
+                        later.display()
+                    ),
+                ));
             }
         }
+        report.wal_bytes_dropped += r.dropped;
+        tracing::info!(segment = %path.display(), offset = at, dropped_bytes = r.dropped, "WAL: cut a torn tail of unacknowledged writes");
+        wal::cut(&path, at)?;
+        // Later segments are empty (or torn before their header): the sweep below deletes
+        // them once the new manifest is durable.
+        break;
     }
-    Ok(aside)
+    Ok(())
 }
 
 /// Largest file number of any table, WAL segment or manifest in `dir` (0 if none).
@@ -327,7 +329,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     };
     let mem = Memtable::new(0, opts.write_buffer_size);
     let mut last_seq = rec.last_seq;
-    let aside = replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
+    replay_wal(dir, rec.log_number, &mem, &mut last_seq, &mut report)?;
     if !mem.is_empty() {
         // Turn the replayed writes into an L0 table now, so the old segments can go.
         let number = alloc();
@@ -384,10 +386,6 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
         None
     };
     let manifest = ManifestWriter::create(dir, manifest_number, &base)?;
-    for path in aside {
-        let to = path.with_extension("wal.corrupt");
-        std::fs::rename(&path, &to).ctx(|| format!("renaming {}", path.display()))?;
-    }
 
     // Everything not referenced now is garbage from an earlier run or an interrupted operation.
     let live = |cold: bool| -> std::collections::HashSet<u64> {
@@ -488,4 +486,63 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     super::lock(&inner.threads).push(compact);
     inner.request_compaction();
     Ok(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WriteBatch;
+
+    /// Segments 1 and 2: five synced batches in the first, then the second created (its header
+    /// synced); returns the start of the first segment's last record.
+    fn two_segments(dir: &Path) -> usize {
+        let mut w = WalWriter::create(dir, 1).unwrap();
+        for seq in 1..=5u64 {
+            let mut b = WriteBatch::new();
+            b.put(format!("k{seq}"), "v");
+            let rep = b.resolved_rep(|| 0).into_owned();
+            w.append([(seq, &rep[..])].into_iter(), true).unwrap();
+        }
+        WalWriter::create(dir, 2).unwrap();
+        let data = std::fs::read(wal::segment_path(dir, 1)).unwrap();
+        let mut at = 0;
+        let mut last = 0;
+        while let Some(len) = crate::coding::u32_at(&data, at) {
+            last = at;
+            at += crate::framing::HEADER_LEN + len as usize;
+        }
+        last
+    }
+
+    fn replay(dir: &Path) -> Result<(u64, RecoveryReport)> {
+        let mem = Memtable::new(0, 1 << 20);
+        let (mut last_seq, mut report) = (0, RecoveryReport::default());
+        replay_wal(dir, 0, &mem, &mut last_seq, &mut report)?;
+        Ok((last_seq, report))
+    }
+
+    #[test]
+    fn damage_before_a_later_segment_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let last = two_segments(d.path());
+        let path = wal::segment_path(d.path(), 1);
+        let mut data = std::fs::read(&path).unwrap();
+        // The last record of the first segment: nothing after it in the file, but the second
+        // segment was created only after this one was synced.
+        data[last + 10] ^= 1;
+        std::fs::write(&path, &data).unwrap();
+        match replay(d.path()) {
+            Err(Error::Corruption { path: p, detail }) => {
+                assert_eq!(p, path);
+                assert!(detail.contains(&format!("byte offset {last}")), "{detail}");
+            }
+            r => panic!("not refused: {:?}", r.map(|(s, _)| s)),
+        }
+        // Without the second segment's header (a crash right after creating it), it is a
+        // torn tail, cut on disk.
+        std::fs::write(wal::segment_path(d.path(), 2), b"").unwrap();
+        let (last_seq, report) = replay(d.path()).unwrap();
+        assert_eq!((last_seq, report.wal_records_replayed), (4, 4));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+    }
 }

@@ -26,14 +26,16 @@ pub(crate) fn put_prefix(out: &mut Vec<u8>, magic: &[u8; 8], version: u32) {
     out.extend_from_slice(&version.to_le_bytes());
 }
 
-/// Checks a file prefix: a wrong magic is corruption (or a foreign file); another version is
-/// [`Error::UnsupportedVersion`], so that a newer format is refused rather than misread.
+/// Checks a file prefix and returns its version: a wrong magic is corruption (or a foreign
+/// file); a version outside `oldest..=version` is [`Error::UnsupportedVersion`], so that a newer
+/// format is refused rather than misread.
 pub(crate) fn check_prefix(
     path: &Path,
     prefix: &[u8; PREFIX_LEN],
     magic: &[u8; 8],
+    oldest: u32,
     version: u32,
-) -> Result<()> {
+) -> Result<u32> {
     let (found_magic, found_version) = prefix.split_at(magic.len());
     if found_magic != magic {
         return Err(Error::corruption(
@@ -44,14 +46,14 @@ pub(crate) fn check_prefix(
     let mut v = [0u8; 4];
     v.copy_from_slice(found_version);
     let found = u32::from_le_bytes(v);
-    if found != version {
+    if !(oldest..=version).contains(&found) {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
             supported: version,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Appends one framed record whose payload is the concatenation of `parts`.

@@ -122,7 +122,7 @@ fn decode_file(path: &Path, buf: &[u8]) -> Result<Bytes> {
     let (prefix, rest) = buf
         .split_first_chunk::<PREFIX_LEN>()
         .ok_or_else(|| bad("shorter than the meta file header"))?;
-    framing::check_prefix(path, prefix, MAGIC, VERSION)?;
+    framing::check_prefix(path, prefix, MAGIC, VERSION, VERSION)?;
     match framing::decode(rest, MAX_META_LEN as u32) {
         Some((payload, used)) if used == rest.len() => Ok(Bytes::copy_from_slice(payload)),
         Some(_) => Err(bad("trailing bytes after the meta record")),

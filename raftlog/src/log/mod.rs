@@ -14,6 +14,7 @@
 //! steps so that a crash in between leaves a state recovery accepts: removals go newest first, so
 //! an interrupted truncation leaves a prefix of the log, never a hole.
 
+mod claim;
 mod framing;
 mod fsutil;
 mod meta;
@@ -63,27 +64,23 @@ pub struct RecoveryInfo {
     pub segments_removed: usize,
     /// Half-written temporary files deleted.
     pub temp_files_removed: usize,
-    /// Where recovery stopped short of the end of the files, if it did.
+    /// The torn tail cut from the last segment, if any (corruption fails the open instead).
     pub damage: Option<RecoveryDamage>,
 }
 
-/// Damage found by recovery. Everything from the first bad record on was discarded: the rest of
-/// that segment and every later segment.
+/// A torn tail cut by recovery: the end of the last segment, from its first bad record on, held
+/// nothing that proves an entry there had been synced (see [`Log::open_with`]), so none of it
+/// was acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryDamage {
-    /// The segment holding the first bad record.
+    /// The segment holding the first bad record (always the last segment).
     pub segment: PathBuf,
     /// Its offset in that segment.
     pub offset: u64,
-    /// Bytes discarded, in that segment and the later ones together.
+    /// The entry that belonged there: the log now continues at it.
+    pub index: u64,
+    /// Bytes discarded.
     pub bytes_dropped: u64,
-    /// Later segments deleted.
-    pub segments_dropped: usize,
-    /// True when the damage can only be an interrupted final append (a bad record at the very
-    /// end of the last segment, or a zero-filled end of it): the normal trace of a crash. False
-    /// when valid-looking data followed the damage, i.e. data written and synced earlier was
-    /// lost or altered on disk.
-    pub torn_tail: bool,
 }
 
 /// Counters of the work a [`Log`] did since it was opened.
@@ -114,6 +111,8 @@ pub struct Log {
     purged: Option<Purged>,
     vote: Option<Bytes>,
     committed: Option<Bytes>,
+    /// What records may claim durable (see `claim`).
+    durable: claim::Watermark,
     /// Scratch space for framing a batch.
     buf: Vec<u8>,
     poisoned: bool,
@@ -137,10 +136,18 @@ impl Log {
         Self::open_with(dir, LogOptions::default())
     }
 
-    /// Opens (creating if needed) the log in `dir`, recovering the longest valid prefix of its
-    /// entries. Damaged records and everything after them are discarded and reported in the
-    /// returned [`RecoveryInfo`]; damage that a crash cannot explain outside the records (a hole
-    /// between segments, a bad header, an unreadable meta file) is an error instead.
+    /// Opens (creating if needed) the log in `dir`, recovering its entries.
+    ///
+    /// Damage is told apart by an exact rule: every record carries the index below which every
+    /// entry was synced when it was written, and damage where entry `i` belongs is corruption
+    /// only if a later valid record (or a later segment, created only after this one was
+    /// synced) claims `i` durable. A torn tail (damage with no such claim after it: an
+    /// interrupted append, or unsynced pages a power cut left as a hole before records that
+    /// were never acknowledged) is cut and reported in the returned [`RecoveryInfo`].
+    /// Corruption is [`Error::CorruptRecord`], naming the file and offset: dropping synced
+    /// entries could lose acknowledged writes, so the log does not open. So is damage that a
+    /// crash cannot explain outside the records (a hole between segments, a bad header, an
+    /// unreadable meta file: [`Error::Corruption`]).
     pub fn open_with(dir: impl AsRef<Path>, opts: LogOptions) -> Result<(Log, RecoveryInfo)> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
@@ -163,6 +170,14 @@ impl Log {
         let (segments, damage, removed) = recover_segments(&dir, first_unpurged(&purged))?;
         info.damage = damage;
         info.segments_removed = removed;
+        let durable = claim::Watermark::default();
+        if let Some(tail) = segments.last() {
+            // What was read may still sit only in the page cache (the last run crashed before
+            // its sync): sync it before any record claims it durable. Earlier segments were
+            // synced before their successors were created.
+            tail.sync()?;
+            durable.synced(durable.epoch(), tail.next_index());
+        }
         let log = Log {
             dir,
             opts,
@@ -171,6 +186,7 @@ impl Log {
             purged,
             vote,
             committed,
+            durable,
             buf: Vec::new(),
             poisoned: false,
             stats: LogStats::default(),
@@ -300,12 +316,13 @@ impl Log {
             expected = index.checked_add(1).ok_or_else(|| {
                 Error::InvalidArgument(format!("index {index} leaves no next index"))
             })?;
-            bytes += (framing::HEADER_LEN + 8 + data.len()) as u64;
+            bytes += (framing::HEADER_LEN + claim::CLAIM_LEN + data.len()) as u64;
         }
-        let rollover = self
-            .segments
-            .last()
-            .is_none_or(|s| s.size() + bytes > self.opts.segment_size);
+        // A tail of an older format takes no appends: the log continues in a new segment.
+        let rollover = self.segments.last().is_none_or(|s| {
+            s.size() + bytes > self.opts.segment_size || s.version() != segment::VERSION
+        });
+        let after = expected;
         self.guard(|log| {
             let mut buf = std::mem::take(&mut log.buf);
             let r = if rollover {
@@ -314,10 +331,14 @@ impl Log {
                 // Sealing also cuts its zeros written ahead, so only the last segment has any.
                 if let Some(tail) = log.segments.last_mut() {
                     tail.seal()?;
+                    log.durable.synced(log.durable.epoch(), tail.next_index());
                 }
                 let mut seg = Segment::create(&log.dir, first)?;
                 log.stats.segments_created += 1;
-                let r = seg.append(entries, &mut buf, sync).map(|_| seg.handle());
+                let claim = log.durable.claim();
+                let r = seg
+                    .append(entries, claim, &mut buf, sync)
+                    .map(|_| seg.handle());
                 // An empty segment is not kept in memory; recovery deletes its file.
                 if r.is_ok() {
                     log.segments.push(seg);
@@ -325,15 +346,29 @@ impl Log {
                 r
             } else {
                 let tail = log.segments.last_mut().expect("not a rollover");
-                tail.append(entries, &mut buf, sync).map(|_| tail.handle())
+                let claim = log.durable.claim();
+                tail.append(entries, claim, &mut buf, sync)
+                    .map(|_| tail.handle())
             };
+            // Read before the caller can sync: a truncation after this voids the handle's claim.
+            let epoch = log.durable.epoch();
             if r.is_ok() {
                 log.stats.appends += 1;
                 log.stats.entries_appended += entries.len() as u64;
                 log.stats.bytes_appended += buf.len() as u64;
+                if sync {
+                    log.durable.synced(epoch, after);
+                }
             }
             log.buf = buf;
-            r.map(|file| Some(SyncHandle { file }))
+            r.map(|file| {
+                Some(SyncHandle {
+                    file,
+                    durable: log.durable.clone(),
+                    epoch,
+                    next: after,
+                })
+            })
         })
     }
 
@@ -404,6 +439,8 @@ impl Log {
         if self.last_index().is_none_or(|last| from > last) {
             return Ok(());
         }
+        // Before any file changes: a sync in flight must not raise the claim over what goes.
+        self.durable.truncated(from);
         self.guard(|log| {
             // The segments kept whole, then the one cut in the middle (if any), then those that
             // go. Cutting at the purge point would leave a segment of purged entries only, so
@@ -510,12 +547,25 @@ impl Log {
 #[derive(Debug, Clone)]
 pub struct SyncHandle {
     file: std::sync::Arc<std::fs::File>,
+    /// The log's watermark, raised to `next` once the append is synced (unless a truncation
+    /// since `epoch` voided it), so that later records may claim the append durable.
+    durable: claim::Watermark,
+    epoch: u64,
+    next: u64,
 }
 
 impl SyncHandle {
     /// `fdatasync` of the segment the append went to (covering every write to it so far).
     pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.covered();
+        Ok(())
+    }
+
+    /// Tells the log that a successful [`sync`](Self::sync) of [the same
+    /// file](Self::same_file), begun after this append was written, covered it.
+    pub fn covered(&self) {
+        self.durable.synced(self.epoch, self.next);
     }
 
     /// True when both handles sync the same segment (one sync serves both).
@@ -534,9 +584,9 @@ fn remove_file(path: &Path) -> Result<()> {
 }
 
 /// Opens the segments of `dir` and restores the log's invariants (see the module doc), given that
-/// entries below `first_unpurged` are purged. Returns the segments, the damage that ended the
-/// valid prefix early, and how many segments were deleted for lying entirely in the purged range
-/// or being empty.
+/// entries below `first_unpurged` are purged. Returns the segments, the torn tail cut from the
+/// last one, and how many segments were deleted for lying entirely in the purged range or being
+/// empty. Damage anywhere else is corruption (see [`Log::open_with`]).
 fn recover_segments(
     dir: &Path,
     first_unpurged: u64,
@@ -591,41 +641,35 @@ fn recover_segments(
             segments.push(seg);
             continue;
         };
-        // Later segments go first, newest first: a crash before the cut below then leaves a
-        // contiguous log that the next recovery repairs the same way.
-        let later = &found[i + 1..];
-        let mut later_bytes = 0;
-        for (_, p) in later.iter().rev() {
-            later_bytes += std::fs::metadata(p)
-                .ctx(|| format!("reading the size of {}", p.display()))?
-                .len();
-            remove_file(p)?;
-        }
-        if !later.is_empty() {
-            fsutil::sync_dir(dir)?;
+        if let Some((later_base, later)) = found.get(i + 1) {
+            // A segment is created only after the one before it is synced: the later one's
+            // existence claims every entry below its base durable, the damaged one included.
+            return Err(Error::CorruptRecord {
+                path: path.clone(),
+                offset: dmg.offset,
+                detail: format!(
+                    "entry {} is damaged, but segment {} (from entry {later_base}) was created \
+                     after this one was synced",
+                    dmg.index,
+                    later.display()
+                ),
+            });
         }
         seg.truncate_from(seg.next_index())?;
-        let d = RecoveryDamage {
+        tracing::info!(
+            segment = %path.display(),
+            offset = dmg.offset,
+            index = dmg.index,
+            bytes = dmg.bytes,
+            "raft log: cut a torn tail (no later record claims it was synced)"
+        );
+        damage = Some(RecoveryDamage {
             segment: path.clone(),
             offset: dmg.offset,
-            bytes_dropped: dmg.bytes + later_bytes,
-            segments_dropped: later.len(),
-            torn_tail: dmg.torn && later.is_empty(),
-        };
-        if d.torn_tail {
-            tracing::info!(segment = %path.display(), bytes = d.bytes_dropped, "raft log: discarded a torn final append");
-        } else {
-            tracing::warn!(
-                segment = %path.display(),
-                offset = d.offset,
-                bytes = d.bytes_dropped,
-                later_segments = d.segments_dropped,
-                "raft log: corrupt record; discarded it and everything after it"
-            );
-        }
-        damage = Some(d);
+            index: dmg.index,
+            bytes_dropped: dmg.bytes,
+        });
         segments.push(seg);
-        break;
     }
 
     // What is left may end in an empty segment (a crash between creating it and writing to it,

@@ -1,19 +1,32 @@
 //! One segment file: a header, then the framed records of consecutive log entries.
 //!
-//! Format version 1, file name `{base:020}.seg` (the index of its first entry):
+//! Format version 2, file name `{base:020}.seg` (the index of its first entry):
 //! ```text
 //! segment := header | record*                                   -- record: see `framing`
 //! header  := magic "SLOGSEGM" | version u32 LE | record(base u64 LE)
-//! payload := index u64 LE | entry bytes                         -- of each record after the header
+//! payload := index u64 LE | durable_next u64 LE | entry bytes   -- of each record after the header
 //! ```
-//! Entry `base + i` is the `i`-th record. The header is written with the file, atomically (see
+//! Entry `base + i` is the `i`-th record. `durable_next` is the log's durability claim when the
+//! record was written: every entry below it had been synced (see `claim`); it never exceeds the
+//! record's own index. The header is written with the file, atomically (see
 //! `fsutil::write_atomic`), so a segment under its final name always has a whole header: a bad
-//! one is corruption. Records are only appended at the end, one `write` and one `fdatasync` per
-//! batch, and the file is only ever cut back to a record boundary.
+//! one is corruption. A segment is created only once the previous one is synced, so its header
+//! claims every entry below `base` durable. Records are only appended at the end, one `write`
+//! and one `fdatasync` per batch, and the file is only ever cut back to a record boundary.
 //!
 //! The records may be followed by zeros: space written ahead of the appends (see [`PREALLOC`]),
 //! cut off when the segment is sealed or closed. A zero length ends the records (see
 //! `framing`), so recovery reads it as the end of the log, not as damage.
+//!
+//! Damage after the last valid record is a torn tail, cut, unless a later valid record claims
+//! the damaged entry durable: then the segment is corrupt and recovery refuses it.
+//!
+//! Version 1 (read, never written; a version-1 tail is sealed and the log continues in a new
+//! segment) had no `durable_next`. Without claims a hole of unsynced pages cannot be told from
+//! lost synced data, so it is read by the conservative rule: damage is a torn tail only when the
+//! bad record is the last thing before the end of the file or zeros; anything else is refused.
+//! Refusing a log that a power cut merely tore costs a rebuild of the replica; accepting one that
+//! lost acknowledged entries could break Raft's safety.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -23,21 +36,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::claim::{self, CLAIM_LEN};
 use super::framing::{self, Next, PREFIX_LEN};
 use super::fsutil;
 use crate::error::{Error, IoContext, Result};
 
 const MAGIC: &[u8; 8] = b"SLOGSEGM";
-/// Format version of segment files.
-const VERSION: u32 = 1;
+/// Format version of the segment files this build writes.
+pub(crate) const VERSION: u32 = 2;
+/// The version before durability claims, still read.
+const VERSION_1: u32 = 1;
 /// Bytes of the segment header; the first record starts here.
 pub(crate) const HEADER_LEN: u64 = (PREFIX_LEN + framing::HEADER_LEN + 8) as u64;
 
 /// Largest entry the log accepts. Recovery treats a longer record as damage, which bounds what a
 /// corrupt length field can make it allocate.
 pub const MAX_ENTRY_LEN: usize = 64 << 20;
-/// Largest record payload: the index, then the entry.
-const MAX_PAYLOAD_LEN: u32 = (MAX_ENTRY_LEN + 8) as u32;
+/// Largest record payload: the index and the claim, then the entry.
+const MAX_PAYLOAD_LEN: u32 = (MAX_ENTRY_LEN + CLAIM_LEN) as u32;
 
 /// Zeros written past the end of the records whenever an append would reach past those already
 /// there. An `fdatasync` after an append that grew the file must also commit the new size and
@@ -61,18 +77,16 @@ pub(crate) fn parse_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Where and how a segment's valid records ended, when they did not run to the end of the file.
+/// A torn tail: where a segment's valid records ended before the end of its file, with nothing
+/// after them that proves the damaged entry had been synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Damage {
     /// File offset of the first invalid byte (the end of the last valid record).
     pub offset: u64,
     /// Bytes from `offset` to the end of the file.
     pub bytes: u64,
-    /// True when the damage can only be an interrupted final append: the bad record is the last
-    /// thing in the file (it reaches or runs past the end: after a power loss the file's size can
-    /// be durable before its last data), or everything from there on is zero. False when whole
-    /// data follows the bad record, which a crash alone does not produce.
-    pub torn: bool,
+    /// The entry that belonged at `offset`.
+    pub index: u64,
 }
 
 /// An open segment with an in-memory index of its records.
@@ -88,6 +102,8 @@ pub(crate) struct Segment {
     end: u64,
     /// Length of the file: `end`, then zeros written ahead of the appends.
     allocated: u64,
+    /// Format version of the file; appends go only to segments of [`VERSION`].
+    version: u32,
 }
 
 impl Segment {
@@ -108,12 +124,14 @@ impl Segment {
             offsets: Vec::new(),
             end: HEADER_LEN,
             allocated: HEADER_LEN,
+            version: VERSION,
         })
     }
 
     /// Opens the segment at `path`, whose name says it starts at `base`, and indexes its valid
-    /// records. Returns the damage that ended them early, if any; the file is left as found
+    /// records. Returns the torn tail that ended them early, if any; the file is left as found
     /// ([`truncate_from`](Self::truncate_from) at [`next_index`](Self::next_index) cuts it).
+    /// Damage that is not a torn tail (see the module doc) is [`Error::CorruptRecord`].
     pub(crate) fn open(path: PathBuf, base: u64) -> Result<(Self, Option<Damage>)> {
         let file = open_rw(&path)?;
         let file_len = file
@@ -123,19 +141,15 @@ impl Segment {
         let mut offsets = Vec::new();
         let mut end = HEADER_LEN;
         let mut r = BufReader::with_capacity(256 << 10, &file);
-        check_header(&path, &mut r, base)?;
+        let version = check_header(&path, &mut r, base)?;
         let mut payload = Vec::new();
         let damage = loop {
             let next = framing::read_record(&mut r, MAX_PAYLOAD_LEN, &mut payload)
                 .ctx(|| format!("reading {}", path.display()))?;
+            let index = base + offsets.len() as u64;
             let declared_len = match next {
                 Next::End => break None,
-                // `u64::MAX` is never appended (no index could follow it); refusing it here
-                // keeps `next_index` from overflowing on a crafted file.
-                Next::Record
-                    if index_of(&payload)
-                        .is_some_and(|i| i != u64::MAX && i == base + offsets.len() as u64) =>
-                {
+                Next::Record if record_fits(version, &payload, index) => {
                     offsets.push(end);
                     end += (framing::HEADER_LEN + payload.len()) as u64;
                     continue;
@@ -150,21 +164,17 @@ impl Segment {
             if zeros_from(&file, &path, end, file_len)? {
                 break None;
             }
-            let bytes = file_len - end;
-            let extent = declared_len.map(|len| framing::HEADER_LEN as u64 + u64::from(len));
-            let is_last = extent.is_none_or(|n| n >= bytes);
-            // An interrupted append leaves its bad record followed by nothing but the zeros
-            // written ahead of it; whole data after it is damage a crash alone does not make.
-            let torn = match extent {
-                _ if is_last => true,
-                Some(n) => zeros_from(&file, &path, end + n, file_len)?,
-                None => false,
-            };
-            break Some(Damage {
+            let damage = Damage {
                 offset: end,
-                bytes,
-                torn,
-            });
+                bytes: file_len - end,
+                index,
+            };
+            if version == VERSION_1 {
+                check_v1_tail(&file, &path, &damage, declared_len)?;
+            } else {
+                check_claims(&file, &path, &damage)?;
+            }
+            break Some(damage);
         };
         drop(r);
         let seg = Segment {
@@ -174,8 +184,14 @@ impl Segment {
             offsets,
             end,
             allocated: file_len,
+            version,
         };
         Ok((seg, damage))
+    }
+
+    /// Format version of the file.
+    pub(crate) fn version(&self) -> u32 {
+        self.version
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -201,13 +217,20 @@ impl Segment {
     }
 
     /// Appends the entries, which must continue this segment, with one write and (when `sync`)
-    /// one `fdatasync`; the index covers them once written. `buf` is scratch space.
+    /// one `fdatasync`; the index covers them once written. Each record claims `durable_next`
+    /// (see `claim`), which must not exceed what is synced. `buf` is scratch space.
     pub(crate) fn append(
         &mut self,
         entries: &[(u64, &[u8])],
+        durable_next: u64,
         buf: &mut Vec<u8>,
         sync: bool,
     ) -> Result<()> {
+        debug_assert_eq!(
+            self.version, VERSION,
+            "appends go to current-version segments only"
+        );
+        debug_assert!(entries.first().is_none_or(|e| durable_next <= e.0));
         debug_assert!(entries
             .iter()
             .zip(self.next_index()..)
@@ -216,7 +239,10 @@ impl Segment {
         let first = self.offsets.len();
         for (index, data) in entries {
             self.offsets.push(self.end + buf.len() as u64);
-            framing::frame(buf, &[&index.to_le_bytes(), data]);
+            framing::frame(
+                buf,
+                &[&index.to_le_bytes(), &durable_next.to_le_bytes(), data],
+            );
         }
         let records = buf.len() as u64;
         // The zeros go in the same write as the records, so the sync that makes these records
@@ -244,6 +270,13 @@ impl Segment {
         }
         buf.truncate(records as usize);
         Ok(())
+    }
+
+    /// `fdatasync` of the file: every record in it is durable when this returns.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .ctx(|| format!("syncing {}", self.path.display()))
     }
 
     /// Cuts the zeros written ahead of the records and syncs the file (size included): for a
@@ -321,11 +354,77 @@ impl Segment {
             if index_of(payload) != Some(index) {
                 return Err(bad());
             }
-            out.push((index, buf.slice(pos + framing::HEADER_LEN + 8..pos + used)));
+            let skip = if self.version == VERSION_1 {
+                8
+            } else {
+                CLAIM_LEN
+            };
+            if used < framing::HEADER_LEN + skip {
+                return Err(bad());
+            }
+            out.push((
+                index,
+                buf.slice(pos + framing::HEADER_LEN + skip..pos + used),
+            ));
             pos += used;
         }
         Ok(())
     }
+}
+
+/// True when `payload` is the record of entry `index` in a file of `version`. `u64::MAX` is
+/// never appended (no index could follow it); refusing it keeps `next_index` from overflowing on
+/// a crafted file.
+fn record_fits(version: u32, payload: &[u8], index: u64) -> bool {
+    let claim_ok = version == VERSION_1
+        || payload
+            .get(8..CLAIM_LEN)
+            .and_then(|b| b.try_into().ok())
+            .is_some_and(|b| u64::from_le_bytes(b) <= index);
+    claim_ok && index != u64::MAX && index_of(payload) == Some(index)
+}
+
+/// Refuses the damage unless no later record of the segment claims the damaged entry durable.
+fn check_claims(file: &File, path: &Path, d: &Damage) -> Result<()> {
+    let mut tail = vec![0u8; d.bytes as usize];
+    file.read_exact_at(&mut tail, d.offset)
+        .ctx(|| format!("reading {}", path.display()))?;
+    match claim::find(&tail, d.index, MAX_PAYLOAD_LEN) {
+        None => Ok(()),
+        Some((at, durable_next)) => Err(Error::CorruptRecord {
+            path: path.to_path_buf(),
+            offset: d.offset,
+            detail: format!(
+                "entry {} is damaged, but the record at byte offset {} claims every entry below \
+                 {durable_next} was synced before it was written",
+                d.index,
+                d.offset + at as u64
+            ),
+        }),
+    }
+}
+
+/// The rule for version-1 segments, which carry no claims: the damage is a torn tail only when
+/// the bad record reaches the end of the file or is followed by nothing but zeros.
+fn check_v1_tail(file: &File, path: &Path, d: &Damage, declared_len: Option<u32>) -> Result<()> {
+    let extent = declared_len.map(|len| framing::HEADER_LEN as u64 + u64::from(len));
+    let torn = match extent {
+        Some(n) if n < d.bytes => zeros_from(file, path, d.offset + n, d.offset + d.bytes)?,
+        // It reaches the end of the file, or its header does.
+        _ => true,
+    };
+    if torn {
+        return Ok(());
+    }
+    Err(Error::CorruptRecord {
+        path: path.to_path_buf(),
+        offset: d.offset,
+        detail: format!(
+            "entry {} is damaged and data follows it; a version-1 segment carries no durability \
+             claims, so this cannot be told from the loss of synced entries",
+            d.index
+        ),
+    })
 }
 
 fn open_rw(path: &Path) -> Result<File> {
@@ -355,8 +454,9 @@ fn index_of(payload: &[u8]) -> Option<u64> {
     payload.first_chunk::<8>().map(|b| u64::from_le_bytes(*b))
 }
 
-/// Reads and checks the header; the base it records must be the one the file name gives.
-fn check_header(path: &Path, r: &mut impl Read, base: u64) -> Result<()> {
+/// Reads and checks the header, returning the file's version; the base it records must be the
+/// one the file name gives.
+fn check_header(path: &Path, r: &mut impl Read, base: u64) -> Result<u32> {
     let bad = |detail: &str| Error::corruption(path, detail);
     let mut header = [0u8; HEADER_LEN as usize];
     let n = framing::read_full(r, &mut header).ctx(|| format!("reading {}", path.display()))?;
@@ -365,9 +465,9 @@ fn check_header(path: &Path, r: &mut impl Read, base: u64) -> Result<()> {
     }
     let (prefix, record) = header.split_at(PREFIX_LEN);
     let prefix = prefix.try_into().map_err(|_| bad("bad header"))?;
-    framing::check_prefix(path, prefix, MAGIC, VERSION)?;
+    let version = framing::check_prefix(path, prefix, MAGIC, VERSION_1, VERSION)?;
     match framing::decode(record, 8).and_then(|(p, _)| index_of(p)) {
-        Some(b) if b == base => Ok(()),
+        Some(b) if b == base => Ok(version),
         Some(b) => Err(bad(&format!(
             "header says the segment starts at index {b}, its name says {base}"
         ))),
@@ -387,7 +487,9 @@ mod tests {
 
     fn append(seg: &mut Segment, es: &[(u64, Vec<u8>)]) {
         let refs: Vec<(u64, &[u8])> = es.iter().map(|(i, d)| (*i, &d[..])).collect();
-        seg.append(&refs, &mut Vec::new(), true).unwrap();
+        // Synced appends: every entry before the batch is durable.
+        let claim = seg.next_index();
+        seg.append(&refs, claim, &mut Vec::new(), true).unwrap();
     }
 
     fn read_all(seg: &Segment) -> Vec<(u64, Vec<u8>)> {
@@ -441,7 +543,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(d.path(), 0).unwrap();
         let es = entries(0..6);
-        append(&mut seg, &es);
+        // One synced batch per entry: each record claims every earlier entry durable.
+        for e in es.chunks(1) {
+            append(&mut seg, e);
+        }
         let path = seg.path().to_path_buf();
         // The records, without the zeros written ahead of them.
         let full = std::fs::read(&path).unwrap()[..seg.size() as usize].to_vec();
@@ -452,7 +557,7 @@ mod tests {
         let (s, damage) = Segment::open(path.clone(), 0).unwrap();
         assert_eq!(s.next_index(), 5);
         let dmg = damage.unwrap();
-        assert_eq!((dmg.offset, dmg.torn), (last, true));
+        assert_eq!((dmg.offset, dmg.index), (last, 5));
         assert_eq!(dmg.bytes, full.len() as u64 - 3 - last);
         // Zeros after the records are space written ahead, not damage.
         let mut zeros = full.clone();
@@ -467,28 +572,42 @@ mod tests {
         std::fs::write(&path, &cut).unwrap();
         let (s, damage) = Segment::open(path.clone(), 0).unwrap();
         assert_eq!(s.next_index(), 5);
-        let dmg = damage.unwrap();
-        assert_eq!((dmg.offset, dmg.torn), (last, true));
-        // A flipped byte in the third record, with whole records after it: not torn.
+        assert_eq!(damage.unwrap().offset, last);
+        // A flipped byte in the third record, with records after it that claim it synced.
         let mut flipped = full.clone();
         flipped[third as usize + 12] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
+        match Segment::open(path.clone(), 0).unwrap_err() {
+            Error::CorruptRecord {
+                path: p, offset, ..
+            } => assert_eq!((p, offset), (path, third)),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn damage_in_one_unsynced_batch_is_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(d.path(), 0).unwrap();
+        append(&mut seg, &entries(0..2));
+        // Written, never synced: each record claims only entries 0 and 1.
+        let es = entries(2..8);
+        let refs: Vec<(u64, &[u8])> = es.iter().map(|(i, d)| (*i, &d[..])).collect();
+        seg.append(&refs, 2, &mut Vec::new(), false).unwrap();
+        let third = seg.offsets[2];
+        let path = seg.path().to_path_buf();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[third as usize + 12] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
         let (mut s, damage) = Segment::open(path.clone(), 0).unwrap();
         assert_eq!(s.next_index(), 2);
-        assert_eq!(
-            damage,
-            Some(Damage {
-                offset: third,
-                bytes: full.len() as u64 - third,
-                torn: false
-            })
-        );
+        assert_eq!(damage.unwrap().offset, third);
         // Cutting at the last good record leaves a clean file that appends continue.
         s.truncate_from(2).unwrap();
-        append(&mut s, &es[2..]);
+        append(&mut s, &es);
         let (s, damage) = Segment::open(path, 0).unwrap();
         assert_eq!(damage, None);
-        assert_eq!(read_all(&s), es);
+        assert_eq!(s.next_index(), 8);
     }
 
     #[test]
@@ -527,15 +646,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(d.path(), 0).unwrap();
         append(&mut seg, &entries(0..2));
-        // Framed correctly, but index 5 where 2 belongs.
+        // Framed correctly, but index 5 where 2 belongs, and claiming entry 2 durable.
         let mut buf = Vec::new();
-        framing::frame(&mut buf, &[&5u64.to_le_bytes(), b"x"]);
+        framing::frame(&mut buf, &[&5u64.to_le_bytes(), &3u64.to_le_bytes(), b"x"]);
         seg.file.write_all_at(&buf, seg.end).unwrap();
-        framing::frame(&mut buf, &[&6u64.to_le_bytes(), b"y"]);
+        let err = Segment::open(seg.path().to_path_buf(), 0).unwrap_err();
+        assert!(matches!(err, Error::CorruptRecord { offset, .. } if offset == seg.end));
+        // Claiming less, it is a torn tail.
+        buf.clear();
+        framing::frame(&mut buf, &[&5u64.to_le_bytes(), &2u64.to_le_bytes(), b"x"]);
         seg.file.write_all_at(&buf, seg.end).unwrap();
         let (s, damage) = Segment::open(seg.path().to_path_buf(), 0).unwrap();
         assert_eq!(s.next_index(), 2);
-        assert!(!damage.unwrap().torn);
+        assert_eq!(damage.unwrap().index, 2);
     }
 
     #[test]

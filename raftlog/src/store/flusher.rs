@@ -111,6 +111,8 @@ fn run(rx: Receiver<Job>, log: Weak<Mutex<Log>>, syncs: Arc<AtomicU64>, fail: Ar
         let mut failure: Option<std::io::Error> = None;
         for job in &jobs {
             if synced.iter().any(|h| h.same_file(&job.handle)) {
+                // That sync began after this job was queued, so after its write: it covers it.
+                job.handle.covered();
                 continue;
             }
             syncs.fetch_add(1, Ordering::Relaxed);
