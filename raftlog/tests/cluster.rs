@@ -458,6 +458,8 @@ fn objects_wait_for_a_lagging_replica_past_the_grace_period() {
             write_keys(&c, 0..50, round).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    });
+}
 
 /// File offsets of the records of a segment (after its 28-byte header), up to the zeros ahead.
 fn record_offsets(seg: &[u8]) -> Vec<usize> {
