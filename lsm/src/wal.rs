@@ -173,6 +173,13 @@ pub(crate) fn replay_segment(
     let proof = match version {
         Some(VERSION) => claim::find(&data, valid, out.records + 1)
             .map(|p| claim::corruption_detail(valid, out.records + 1, p)),
+        // The first record is damaged: the header of a version-2 segment, or an entry of a
+        // version-1 one. Entries with claims after it prove synced writes would be lost (a
+        // flipped length there would otherwise read as one record running past the end, a
+        // torn tail, and drop the whole segment).
+        None if claim::find(&data, 0, 1).is_some() => {
+            claim::find(&data, 0, 1).map(|p| claim::corruption_detail(0, 1, p))
+        }
         _ if framing::is_torn_tail(&data, valid) => None,
         _ => Some(format!(
             "damaged record at byte offset {valid} with data after it; a version-1 segment \
