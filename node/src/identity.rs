@@ -156,7 +156,8 @@ impl Identity {
         };
         let rejoin_path = data_dir.join(REJOIN_FILE);
         let mut rejoining = rejoin_path.exists();
-        let existing_at_start = remote.is_some();
+        // Set when this node starts with nothing over an existing cluster: it never names one.
+        let mut existing_at_start = false;
         let cluster_id = match (local, remote) {
             (Some(l), Some(r)) if l != r => bail!(
                 "{} belongs to cluster {l}, but the object store prefix {prefix:?} holds cluster {r}: \
@@ -172,6 +173,7 @@ impl Identity {
             // A directory from before cluster ids: it joins what the prefix holds.
             (None, Some(r)) if has_state(data_dir) => Some(r),
             (None, Some(r)) => {
+                existing_at_start = true;
                 if forming {
                     bail!(
                         "the object store prefix {prefix:?} already holds cluster {r}, and {} is \
@@ -243,8 +245,9 @@ impl Identity {
             .clone()
     }
 
-    /// Names the group this node is about to form. Refused when the prefix held a cluster
-    /// when this node started with nothing on its disk (that group exists already).
+    /// Names the group this node is about to form (or formed before a restart). Refused when the
+    /// prefix held a cluster when this node started with nothing on its disk (that group exists
+    /// already).
     pub fn create(&self) -> Result<String> {
         if let Some(id) = self.cluster_id() {
             if self.existing_at_start {
@@ -330,10 +333,13 @@ mod tests {
         let id = one.create().unwrap();
         assert!(two.learn().unwrap());
         assert_eq!(two.cluster_id(), Some(id.clone()));
-        // Restarted, both find their cluster; neither is rejoining.
+        // Restarted, both find their cluster; neither is rejoining, and the former may form
+        // (openraft then finds its group initialized already).
         let again = Identity::establish(&d2, s.clone(), "g", 2, false).unwrap();
-        assert_eq!(again.cluster_id(), Some(id));
+        assert_eq!(again.cluster_id(), Some(id.clone()));
         assert!(!again.rejoining());
+        let former = Identity::establish(&d1, s.clone(), "g", 1, true).unwrap();
+        assert_eq!(former.create().unwrap(), id);
     }
 
     #[test]

@@ -546,3 +546,66 @@ fn a_replica_whose_log_lost_synced_entries_refuses_to_start_and_is_rebuilt() {
         check_keys(&c, victim, 0..80, 0);
     });
 }
+
+/// Applies an entry that needs a table the store refuses to serve (as with expired
+/// credentials): the follower waits without holding the runtime's one worker (the whole
+/// in-process group shares it here), says why, and resumes once the store serves again; the
+/// others go on committing meanwhile.
+#[test]
+fn a_follower_waits_out_a_refusing_object_store_without_blocking_the_runtime() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let c = Cluster::new(3).await;
+            // Enough writes that the keys live in tables in the store.
+            let mut last = 0;
+            for round in 0..3 {
+                last = write_keys(&c, 0..400, round).await;
+            }
+            wait_all_applied(&c, last).await;
+            let leader = c.leader(T).await;
+            let stuck = c.running().into_iter().find(|&id| id != leader).unwrap();
+            let term = c.node(leader).raft.metrics().borrow().current_term;
+            c.faults[&stuck].set_all(FaultConfig {
+                reject: true,
+                ..FaultConfig::default()
+            });
+            // A compare-and-set must read the key's version from a table on every replica.
+            let cas = Command::Write {
+                ops: vec![Op::CompareAndSet {
+                    key: key(7),
+                    expected_version: 1,
+                    new: Some(b"cas".to_vec()),
+                    ttl_ms: None,
+                }],
+                now_ms: common::cluster::now_ms(),
+            };
+            let (cas_index, _) = c.write(cas, T).await;
+            let deadline = std::time::Instant::now() + T;
+            let stall = loop {
+                if let Some(s) = c.node(stuck).sm.apply_stall() {
+                    break s;
+                }
+                assert!(std::time::Instant::now() < deadline, "apply never stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(stall.rejected, "a refusal reported as an outage: {stall:?}");
+            assert_eq!(stall.log_id.index, cas_index);
+            // Meanwhile the group commits, with no election: heartbeats and votes go on.
+            let more = write_keys(&c, 400..450, 0).await;
+            for id in c.running().into_iter().filter(|&id| id != stuck) {
+                c.wait_applied(id, more, T).await;
+            }
+            assert_eq!(c.node(leader).raft.metrics().borrow().current_term, term);
+            assert!(c.node(stuck).sm.apply_stall().is_some());
+            // The store serves again: the entry is applied as it was on the others.
+            c.faults[&stuck].clear();
+            c.wait_applied(stuck, more, T).await;
+            assert!(c.node(stuck).sm.apply_stall().is_none());
+            assert!(c.node(stuck).sm.stalled_entries() >= 1);
+            assert_replicas_match(&c, leader, " after the store came back");
+        });
+}

@@ -77,6 +77,8 @@ pub struct FaultConfig {
     pub timeout: Duration,
     /// When set, every call after the first N fails with `Unavailable`.
     pub fail_after: Option<u64>,
+    /// When set, every call is refused (`Rejected`), as a store refuses expired credentials.
+    pub reject: bool,
 }
 
 #[derive(Debug)]
@@ -168,7 +170,13 @@ impl<S: ObjectStore> FaultyStore<S> {
             key: key.to_string(),
             detail: detail.to_string(),
         };
-        let verdict = if cfg.fail_after.is_some_and(|n| calls > n) {
+        let verdict = if cfg.reject {
+            Verdict::Fail(ObjectError::Rejected {
+                op,
+                key: key.to_string(),
+                detail: "injected: access denied".to_string(),
+            })
+        } else if cfg.fail_after.is_some_and(|n| calls > n) {
             Verdict::Fail(unavailable("injected: failing after N calls"))
         } else if roll < cfg.error_rate {
             Verdict::Fail(unavailable("injected error"))
