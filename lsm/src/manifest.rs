@@ -232,14 +232,19 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
         }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let mut recs = Records::new(&data);
+    replay_bytes(&path, number, &data).map(Some)
+}
+
+/// Replays the bytes of manifest `number` (read from `path`, which labels errors).
+pub(crate) fn replay_bytes(path: &Path, number: u64, data: &[u8]) -> Result<Replayed> {
+    let mut recs = Records::new(data);
     let mut edits = Vec::new();
     let mut valid = 0usize;
     for (i, payload) in recs.by_ref().enumerate() {
         let Some(edit) = VersionEdit::decode(payload) else {
             // The checksum matched, so this is not a torn write: refuse rather than guess.
             return Err(Error::corruption(
-                &path,
+                path,
                 format!("undecodable manifest record {i}"),
             ));
         };
@@ -249,9 +254,9 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
         valid += framing::HEADER_LEN + payload.len();
     }
     if let Some(framing::End::Damaged { offset }) = recs.end() {
-        if !framing::is_torn_tail(&data, offset) {
+        if !framing::is_torn_tail(data, offset) {
             return Err(Error::corruption(
-                &path,
+                path,
                 format!("damaged record at offset {offset} with data after it"),
             ));
         }
@@ -259,13 +264,13 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
     if edits.is_empty() {
         // The base edit is written and synced before CURRENT points here, so a manifest without
         // it is damage, not a torn append.
-        return Err(Error::corruption(&path, "manifest has no base version"));
+        return Err(Error::corruption(path, "manifest has no base version"));
     }
-    Ok(Some(Replayed {
+    Ok(Replayed {
         manifest_number: number,
         edits,
         dropped_bytes: (data.len() - valid) as u64,
-    }))
+    })
 }
 
 #[cfg(test)]

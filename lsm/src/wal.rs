@@ -93,10 +93,18 @@ pub(crate) struct SegmentReplay {
 /// frame is intact but whose body does not decode counts as damage: replay stops before it.
 pub(crate) fn replay_segment(
     path: &Path,
-    mut apply: impl FnMut(u64, &[u8]) -> Option<()>,
+    apply: impl FnMut(u64, &[u8]) -> Option<()>,
 ) -> Result<SegmentReplay> {
     let data = std::fs::read(path).ctx(|| format!("reading WAL segment {}", path.display()))?;
-    let mut recs = Records::new(&data);
+    Ok(replay_bytes(&data, apply))
+}
+
+/// [`replay_segment`] over a segment's bytes.
+pub(crate) fn replay_bytes(
+    data: &[u8],
+    mut apply: impl FnMut(u64, &[u8]) -> Option<()>,
+) -> SegmentReplay {
+    let mut recs = Records::new(data);
     let mut out = SegmentReplay::default();
     let mut valid = 0usize;
     for payload in recs.by_ref() {
@@ -110,8 +118,8 @@ pub(crate) fn replay_segment(
         valid += framing::HEADER_LEN + payload.len();
     }
     out.dropped = (data.len() - valid) as u64;
-    out.torn_tail = framing::is_torn_tail(&data, valid);
-    Ok(out)
+    out.torn_tail = framing::is_torn_tail(data, valid);
+    out
 }
 
 /// The segment number of a file name like `000012.wal`.

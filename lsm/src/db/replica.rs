@@ -32,7 +32,7 @@ use crate::{batch, fsutil, Error, Result, WriteBatch};
 /// ranges; tables removed by level and number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableEdit {
-    edit: VersionEdit,
+    pub(crate) edit: VersionEdit,
 }
 
 impl TableEdit {
@@ -83,7 +83,7 @@ impl TableEdit {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestImage {
-    edit: VersionEdit,
+    pub(crate) edit: VersionEdit,
 }
 
 const IMAGE_MAGIC: &[u8; 4] = b"LSMI";
