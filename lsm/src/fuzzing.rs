@@ -34,9 +34,12 @@ use crate::{framing, wal, Compression, MAX_SEQ};
 /// What an entry point returns: `Err` holds the decoder's reason for refusing the input.
 pub type Outcome = std::result::Result<(), String>;
 
+/// A target's name and entry point.
+pub type Target = (&'static str, fn(&[u8]) -> Outcome);
+
 /// Every target of this crate: its name (the fuzz target's, and its corpus directory's under
 /// `fuzz/corpus/` and `fuzz/regressions/`) and its entry point.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] = &[
+pub const TARGETS: &[Target] = &[
     ("sst_block", sst_block),
     ("sst_index", sst_index),
     ("sst_footer", sst_footer),
@@ -125,31 +128,40 @@ pub fn sst_table(data: &[u8]) -> Outcome {
     as_stored
 }
 
+/// Opens the table, then reads it every way the engine does. Each way runs even when an earlier
+/// one failed (a scan may reach a block no lookup did); the first error is the outcome.
 fn read_table(bytes: Bytes) -> Outcome {
     let t =
         Table::from_bytes(bytes, label(), BlockCache::new(1 << 20)).map_err(|e| e.to_string())?;
+    let mut first_error: Option<String> = None;
+    let mut note = |r: crate::Result<()>| {
+        if let Err(e) = r {
+            first_error.get_or_insert_with(|| e.to_string());
+        }
+    };
     let mut keys = Vec::new();
-    t.for_each(|k, _| {
+    note(t.for_each(|k, _| {
         if keys.len() < MAX_VISITS {
             keys.push(k.to_vec());
         }
-    })
-    .map_err(|e| e.to_string())?;
+    }));
     for k in keys.iter().take(MAX_VISITS / 8) {
         let user = key::user_key(k);
         let _ = t.may_contain(filter_hash(user));
-        t.get(user, k).map_err(|e| e.to_string())?;
+        note(t.get(user, k).map(|_| ()));
     }
     let n = t.data_blocks();
-    for (first, reverse) in [(0, false), (n - 1, true)] {
-        for (i, b) in t
-            .read_run(first, reverse, 64 << 10)
-            .map_err(|e| e.to_string())?
-        {
-            t.decode(i, b, None).map_err(|e| e.to_string())?;
-        }
+    for (first, reverse) in [(0, false), (n - 1, true), (n / 2, false)] {
+        note(t.read_run(first, reverse, 64 << 10).and_then(|run| {
+            run.into_iter()
+                .try_for_each(|(i, b)| t.decode(i, b, None).map(|_| ()))
+        }));
     }
-    Ok(())
+    let from = key::make_internal_key(b"key", MAX_SEQ, key::SEEK_KIND);
+    for i in (0..n).take(MAX_VISITS / 8) {
+        note(t.decoded_block(i, Some(from.as_slice()), true).map(|_| ()));
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// `data` with the footer's checksum and those of every block it reaches (the three metadata
@@ -400,21 +412,48 @@ pub fn seeds() -> crate::Result<Vec<Seed>> {
         },
     };
     add("lsm_replica_edit", "valid-table-edit", table_edit.encode());
-    let image = ManifestImage {
-        edit: VersionEdit {
-            flushed_seq: Some(70),
-            app_state: Some(b"raft state".to_vec()),
-            added: edit.added,
-            ..Default::default()
-        },
-    };
-    add("lsm_replica_edit", "valid-image", image.encode());
+    add(
+        "lsm_replica_edit",
+        "valid-image",
+        manifest_image(70, b"raft state"),
+    );
     add(
         "lsm_replica_edit",
         "reject-image-magic-only",
         b"LSMI".to_vec(),
     );
     Ok(out)
+}
+
+/// The encoding of a manifest image of two cold tables, flushed to `flushed_seq`, holding
+/// `app_state`: for the seeds of the crates above this one, whose snapshots are images.
+pub fn manifest_image(flushed_seq: u64, app_state: &[u8]) -> Vec<u8> {
+    ManifestImage {
+        edit: VersionEdit {
+            flushed_seq: Some(flushed_seq),
+            app_state: Some(app_state.to_vec()),
+            added: vec![
+                (1, file_meta(3, b"b", b"k", true)),
+                (2, file_meta(11, b"c", b"z", true)),
+            ],
+            ..Default::default()
+        },
+    }
+    .encode()
+}
+
+fn file_meta(number: u64, lo: &[u8], hi: &[u8], cold: bool) -> FileMeta {
+    FileMeta {
+        number,
+        size: 4096 + number,
+        smallest: key::make_internal_key(lo, 9, 1),
+        largest: key::make_internal_key(hi, 5, 1),
+        min_seq: 5,
+        max_seq: 9,
+        entries: 12,
+        deletions: 2,
+        cold,
+    }
 }
 
 fn build_table(path: &Path, compression: Compression, block_size: usize) -> crate::Result<Vec<u8>> {
@@ -465,17 +504,7 @@ fn manifest_header() -> Vec<u8> {
 }
 
 fn write_manifest(dir: &Path) -> crate::Result<(Vec<u8>, VersionEdit)> {
-    let meta = |number: u64, lo: &[u8], hi: &[u8], cold: bool| FileMeta {
-        number,
-        size: 4096 + number,
-        smallest: key::make_internal_key(lo, 9, 1),
-        largest: key::make_internal_key(hi, 5, 1),
-        min_seq: 5,
-        max_seq: 9,
-        entries: 12,
-        deletions: 2,
-        cold,
-    };
+    let meta = file_meta;
     let base = VersionEdit {
         log_number: Some(4),
         next_file_number: Some(12),

@@ -182,6 +182,11 @@ impl Table {
         if t.index.is_empty() {
             return Err(corrupt(&t, "table has no data blocks"));
         }
+        // Checked here, not only when a block is read: `read_run` adds the offsets and sizes of
+        // neighbouring blocks before it reads any, and a damaged size would overflow there.
+        for e in &t.index {
+            t.block_end(e.handle)?;
+        }
         Ok(t)
     }
 
