@@ -14,10 +14,10 @@
 //! steps so that a crash in between leaves a state recovery accepts: removals go newest first, so
 //! an interrupted truncation leaves a prefix of the log, never a hole.
 
-mod framing;
+pub(crate) mod framing;
 mod fsutil;
-mod meta;
-mod segment;
+pub(crate) mod meta;
+pub(crate) mod segment;
 
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
