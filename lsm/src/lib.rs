@@ -56,6 +56,8 @@ mod diskcache;
 mod error;
 mod framing;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod iter;
 mod key;
 mod manifest;

@@ -266,7 +266,12 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
         }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let mut recs = Records::new(&data);
+    replay_bytes(&path, number, &data).map(Some)
+}
+
+/// Replays the bytes of manifest `number` (read from `path`, which labels errors).
+pub(crate) fn replay_bytes(path: &Path, number: u64, data: &[u8]) -> Result<Replayed> {
+    let mut recs = Records::new(data);
     let mut edits = Vec::new();
     let mut valid = 0usize;
     let mut version = None;
@@ -283,13 +288,13 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
         let Some(edit) = VersionEdit::decode(body) else {
             // The checksum matched, so this is not a torn write: refuse rather than guess.
             return Err(Error::corruption(
-                &path,
+                path,
                 format!("undecodable manifest record {i} at byte offset {valid}"),
             ));
         };
         if version.is_none() {
             version = Some(header_version(body).ok_or_else(|| {
-                Error::corruption(&path, "the first record does not hold the format version")
+                Error::corruption(path, "the first record does not hold the format version")
             })?);
         } else {
             edits.push(edit);
@@ -299,30 +304,30 @@ pub(crate) fn replay(dir: &Path) -> Result<Option<Replayed>> {
     if valid < data.len() {
         let damaged = edits.len() as u64 + u64::from(version.is_some());
         let proof = match version {
-            Some(MANIFEST_VERSION_1) | None if !framing::is_torn_tail(&data, valid) => {
+            Some(MANIFEST_VERSION_1) | None if !framing::is_torn_tail(data, valid) => {
                 Some(format!(
                     "damaged record at byte offset {valid} with data after it; a version-1 \
                      manifest carries no durability claims"
                 ))
             }
             Some(MANIFEST_VERSION_1) | None => None,
-            Some(_) => claim::find(&data, valid, damaged)
+            Some(_) => claim::find(data, valid, damaged)
                 .map(|p| claim::corruption_detail(valid, damaged, p)),
         };
         if let Some(detail) = proof {
-            return Err(Error::corruption(&path, detail));
+            return Err(Error::corruption(path, detail));
         }
     }
     if edits.is_empty() {
         // The base edit is written and synced before CURRENT points here, so a manifest without
         // it is damage, not a torn append.
-        return Err(Error::corruption(&path, "manifest has no base version"));
+        return Err(Error::corruption(path, "manifest has no base version"));
     }
-    Ok(Some(Replayed {
+    Ok(Replayed {
         manifest_number: number,
         edits,
         dropped_bytes: (data.len() - valid) as u64,
-    }))
+    })
 }
 
 #[cfg(test)]

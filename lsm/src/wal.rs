@@ -131,10 +131,19 @@ pub(crate) struct SegmentReplay {
 /// tail (see the module doc) is [`Error::Corruption`] naming the file and offset.
 pub(crate) fn replay_segment(
     path: &Path,
-    mut apply: impl FnMut(u64, &[u8]) -> Option<()>,
+    apply: impl FnMut(u64, &[u8]) -> Option<()>,
 ) -> Result<SegmentReplay> {
     let data = std::fs::read(path).ctx(|| format!("reading WAL segment {}", path.display()))?;
-    let mut recs = Records::new(&data);
+    replay_bytes(path, &data, apply)
+}
+
+/// [`replay_segment`] over a segment's bytes (`path` labels errors).
+pub(crate) fn replay_bytes(
+    path: &Path,
+    data: &[u8],
+    mut apply: impl FnMut(u64, &[u8]) -> Option<()>,
+) -> Result<SegmentReplay> {
+    let mut recs = Records::new(data);
     let mut out = SegmentReplay::default();
     let mut valid = 0usize;
     let mut version = None;
@@ -171,16 +180,16 @@ pub(crate) fn replay_segment(
         return Ok(out);
     }
     let proof = match version {
-        Some(VERSION) => claim::find(&data, valid, out.records + 1)
+        Some(VERSION) => claim::find(data, valid, out.records + 1)
             .map(|p| claim::corruption_detail(valid, out.records + 1, p)),
         // The first record is damaged: the header of a version-2 segment, or an entry of a
         // version-1 one. Entries with claims after it prove synced writes would be lost (a
         // flipped length there would otherwise read as one record running past the end, a
         // torn tail, and drop the whole segment).
-        None if claim::find(&data, 0, 1).is_some() => {
-            claim::find(&data, 0, 1).map(|p| claim::corruption_detail(0, 1, p))
+        None if claim::find(data, 0, 1).is_some() => {
+            claim::find(data, 0, 1).map(|p| claim::corruption_detail(0, 1, p))
         }
-        _ if framing::is_torn_tail(&data, valid) => None,
+        _ if framing::is_torn_tail(data, valid) => None,
         _ => Some(format!(
             "damaged record at byte offset {valid} with data after it; a version-1 segment \
              carries no durability claims, so this cannot be told from lost synced writes"

@@ -5,6 +5,7 @@ mod admin_cli;
 mod batcher;
 mod config;
 mod config_file;
+mod cursor;
 mod error;
 mod forward;
 mod identity;
@@ -19,6 +20,10 @@ mod rpc;
 mod scan;
 mod server;
 mod visits;
+mod wire;
+
+#[cfg(test)]
+mod fuzz_corpus;
 
 use std::process::ExitCode;
 

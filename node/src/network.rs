@@ -233,7 +233,7 @@ impl Peers {
             let msg = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
             return Err(CallError::Refused(status.as_u16(), msg));
         }
-        postcard::from_bytes(&bytes)
+        crate::wire::decode(&bytes)
             .map_err(|e| CallError::Unreachable(format!("{}: undecodable reply: {e}", url())))
     }
 

@@ -56,11 +56,7 @@ fn admit<T: DeserializeOwned>(
             format!("this is node {me}, not {target:?}: check the group's node ids and addresses"),
         ));
     }
-    match postcard::take_from_bytes(body) {
-        Ok((v, [])) => Ok(v),
-        Ok(_) => Err(ApiError::bad_request("undecodable body: trailing bytes")),
-        Err(e) => Err(ApiError::bad_request(format!("undecodable body: {e}"))),
-    }
+    crate::wire::decode(body).map_err(|e| ApiError::bad_request(format!("undecodable body: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Response {

@@ -13,11 +13,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::cursor::{self, CursorError, FORWARD, REVERSE};
 use crate::error::ApiError;
 use crate::links::KEY_PREFIX;
 use crate::server::AppState;
@@ -26,11 +27,6 @@ use crate::server::AppState;
 pub const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
-
-/// Cursor tags: a cursor resumes a scan in the direction it was handed out for only (a forward
-/// cursor is an inclusive start, a reverse one an exclusive end).
-const FORWARD: u8 = b'f';
-const REVERSE: u8 = b'r';
 
 /// Query of `GET /kv`.
 #[derive(Debug, Default, Deserialize)]
@@ -117,24 +113,20 @@ fn segments(lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> [KeyRange; 2] {
     [below, above]
 }
 
-/// An opaque cursor: the direction tag and the key, base64url.
+/// An opaque cursor: the direction tag and the key (see [`cursor`]).
 fn encode_cursor(tag: u8, key: &[u8]) -> String {
-    let mut raw = Vec::with_capacity(key.len() + 1);
-    raw.push(tag);
-    raw.extend_from_slice(key);
-    URL_SAFE_NO_PAD.encode(raw)
+    cursor::encode(tag, key)
 }
 
-fn decode_cursor(cursor: &str, tag: u8) -> Result<Vec<u8>, ApiError> {
-    let bad = || ApiError::bad_request("the cursor is not one this API handed out");
-    let mut raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    match raw.first() {
-        Some(&t) if t == tag => Ok(raw.split_off(1)),
-        Some(&(FORWARD | REVERSE)) => Err(ApiError::bad_request(
-            "the cursor was handed out for a scan in the other direction",
-        )),
-        _ => Err(bad()),
-    }
+fn decode_cursor(c: &str, tag: u8) -> Result<Vec<u8>, ApiError> {
+    cursor::decode(c, tag).map_err(|e| match e {
+        CursorError::Malformed => {
+            ApiError::bad_request("the cursor is not one this API handed out")
+        }
+        CursorError::OtherDirection => {
+            ApiError::bad_request("the cursor was handed out for a scan in the other direction")
+        }
+    })
 }
 
 /// A string field, or its base64 and a marker field when it is not UTF-8.

@@ -23,6 +23,8 @@
 #![warn(missing_docs)]
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inproc;
 pub mod log;
 pub mod maintain;

@@ -32,7 +32,7 @@ use crate::{batch, fsutil, Error, Result, WriteBatch};
 /// ranges; tables removed by level and number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableEdit {
-    edit: VersionEdit,
+    pub(crate) edit: VersionEdit,
 }
 
 impl TableEdit {
@@ -83,7 +83,7 @@ impl TableEdit {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestImage {
-    edit: VersionEdit,
+    pub(crate) edit: VersionEdit,
 }
 
 const IMAGE_MAGIC: &[u8; 4] = b"LSMI";
@@ -475,7 +475,8 @@ impl Db {
 
     /// Every replica of the group has applied, or installed a snapshot, up to `index`: obsolete
     /// objects removed at or before it may be deleted once their grace period is over. Until
-    /// first called, a replicated database deletes by time alone.
+    /// first called, a replicated database deletes nothing; `u64::MAX` means no floor (the grace
+    /// period alone, for a group of one).
     pub fn set_gc_floor(&self, index: u64) {
         self.inner.tables.gc().set_floor(index);
     }

@@ -19,9 +19,9 @@ use crate::key::cmp_internal;
 use crate::object::ObjectStore;
 use crate::{Error, Result};
 
-struct IndexEntry {
-    last_key: Bytes,
-    handle: BlockHandle,
+pub(crate) struct IndexEntry {
+    pub(crate) last_key: Bytes,
+    pub(crate) handle: BlockHandle,
 }
 
 /// An open, verified table: footer, index, filter and properties are parsed at open; data blocks
@@ -51,7 +51,7 @@ impl std::fmt::Debug for Table {
 
 /// Reads the footer at the end of `tail`: the handles of the filter, index and properties
 /// blocks, after checking magic, checksum and version.
-fn parse_footer(tail: &[u8], label: &Path) -> Result<[BlockHandle; 3]> {
+pub(crate) fn parse_footer(tail: &[u8], label: &Path) -> Result<[BlockHandle; 3]> {
     let corrupt = |d: String| Error::corruption(label, d);
     let footer = tail
         .len()
@@ -142,6 +142,11 @@ impl Table {
         Ok(t)
     }
 
+    /// A table over bytes held in memory (for the fuzz targets: the same checks as a file).
+    pub(crate) fn from_bytes(bytes: Bytes, label: &Path, cache: BlockCache) -> Result<Table> {
+        Self::from_source(Source::Local(bytes), label.to_path_buf(), 0, cache, 0)
+    }
+
     fn from_source(
         src: Source,
         path: PathBuf,
@@ -176,6 +181,11 @@ impl Table {
             Properties::decode(&pb).ok_or_else(|| corrupt(&t, "malformed properties block"))?;
         if t.index.is_empty() {
             return Err(corrupt(&t, "table has no data blocks"));
+        }
+        // Checked here, not only when a block is read: `read_run` adds the offsets and sizes of
+        // neighbouring blocks before it reads any, and a damaged size would overflow there.
+        for e in &t.index {
+            t.block_end(e.handle)?;
         }
         Ok(t)
     }
@@ -225,35 +235,7 @@ impl Table {
     /// Checks the checksum of a block read with its trailer (at file offset `start`) and
     /// returns the decompressed payload.
     fn verify(&self, raw: Bytes, start: u64) -> Result<Bytes> {
-        let corrupt = |d: String| Error::corruption(&self.path, d);
-        if raw.len() < BLOCK_TRAILER_LEN {
-            return Err(corrupt(format!("short block at {start}")));
-        }
-        let size = raw.len() - BLOCK_TRAILER_LEN;
-        let payload = &raw[..size];
-        let kind = raw[size];
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(payload);
-        crc.update(&[kind]);
-        if u32_at(&raw, size + 1) != Some(crc.finalize()) {
-            return Err(corrupt(format!("checksum mismatch in block at {start}")));
-        }
-        match kind {
-            COMPRESSION_NONE => Ok(raw.slice(..size)),
-            COMPRESSION_LZ4 => {
-                let n =
-                    u32_at(payload, 0).ok_or_else(|| corrupt("short lz4 block".into()))? as usize;
-                if n > super::MAX_BLOCK_LEN {
-                    return Err(corrupt(format!("lz4 block claims {n} bytes")));
-                }
-                let mut out = vec![0u8; n];
-                match lz4_flex::block::decompress_into(&payload[4..], &mut out) {
-                    Ok(m) if m == n => Ok(Bytes::from(out)),
-                    _ => Err(corrupt(format!("lz4 block at {start} does not decompress"))),
-                }
-            }
-            k => Err(corrupt(format!("unknown compression {k} at {start}"))),
-        }
+        verify_block(raw, start, &self.path)
     }
 
     /// True when the table's bytes live in an object store.
@@ -434,7 +416,40 @@ impl Table {
     }
 }
 
-fn parse_index(b: &Bytes) -> Option<Vec<IndexEntry>> {
+/// Checks the checksum of a block read with its trailer (at file offset `start`) and returns
+/// the decompressed payload.
+pub(crate) fn verify_block(raw: Bytes, start: u64, path: &Path) -> Result<Bytes> {
+    let corrupt = |d: String| Error::corruption(path, d);
+    if raw.len() < BLOCK_TRAILER_LEN {
+        return Err(corrupt(format!("short block at {start}")));
+    }
+    let size = raw.len() - BLOCK_TRAILER_LEN;
+    let payload = &raw[..size];
+    let kind = raw[size];
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(payload);
+    crc.update(&[kind]);
+    if u32_at(&raw, size + 1) != Some(crc.finalize()) {
+        return Err(corrupt(format!("checksum mismatch in block at {start}")));
+    }
+    match kind {
+        COMPRESSION_NONE => Ok(raw.slice(..size)),
+        COMPRESSION_LZ4 => {
+            let n = u32_at(payload, 0).ok_or_else(|| corrupt("short lz4 block".into()))? as usize;
+            if n > super::MAX_BLOCK_LEN {
+                return Err(corrupt(format!("lz4 block claims {n} bytes")));
+            }
+            let mut out = vec![0u8; n];
+            match lz4_flex::block::decompress_into(&payload[4..], &mut out) {
+                Ok(m) if m == n => Ok(Bytes::from(out)),
+                _ => Err(corrupt(format!("lz4 block at {start} does not decompress"))),
+            }
+        }
+        k => Err(corrupt(format!("unknown compression {k} at {start}"))),
+    }
+}
+
+pub(crate) fn parse_index(b: &Bytes) -> Option<Vec<IndexEntry>> {
     let d = DecodedBlock::decode(b.clone())?;
     let mut out = Vec::with_capacity(d.len());
     for i in 0..d.len() {

@@ -117,7 +117,7 @@ pub(crate) fn read(dir: &Path, name: &str) -> Result<Option<Bytes>> {
     decode_file(&path, &buf).map(Some)
 }
 
-fn decode_file(path: &Path, buf: &[u8]) -> Result<Bytes> {
+pub(crate) fn decode_file(path: &Path, buf: &[u8]) -> Result<Bytes> {
     let bad = |detail: &str| Error::corruption(path, detail);
     let (prefix, rest) = buf
         .split_first_chunk::<PREFIX_LEN>()

@@ -15,10 +15,10 @@
 //! an interrupted truncation leaves a prefix of the log, never a hole.
 
 mod claim;
-mod framing;
+pub(crate) mod framing;
 mod fsutil;
-mod meta;
-mod segment;
+pub(crate) mod meta;
+pub(crate) mod segment;
 
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};

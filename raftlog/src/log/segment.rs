@@ -144,7 +144,12 @@ impl Segment {
         let version = check_header(&path, &mut r, base)?;
         let mut payload = Vec::new();
         let damage = loop {
-            let next = framing::read_record(&mut r, MAX_PAYLOAD_LEN, &mut payload)
+            // A record cannot be longer than what is left of the file. Capping it there reads a
+            // damaged length at the end of a small segment as damage at once, instead of first
+            // allocating and zeroing up to the entry limit for a read that must come up short.
+            let left = file_len.saturating_sub(end + framing::HEADER_LEN as u64);
+            let cap = u32::try_from(left).map_or(MAX_PAYLOAD_LEN, |l| l.min(MAX_PAYLOAD_LEN));
+            let next = framing::read_record(&mut r, cap, &mut payload)
                 .ctx(|| format!("reading {}", path.display()))?;
             let index = base + offsets.len() as u64;
             let declared_len = match next {

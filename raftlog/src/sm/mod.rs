@@ -62,13 +62,13 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 /// A point of the log the state machine can stand at: an entry's log id, the membership in
 /// effect there and the entries' clock there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Point {
-    last_log_id: Option<LogId<NodeId>>,
-    membership: Membership,
+pub(crate) struct Point {
+    pub(crate) last_log_id: Option<LogId<NodeId>>,
+    pub(crate) membership: Membership,
     /// The latest `now_ms` of the writes up to this point: the clock writes are judged by is
     /// the maximum along the log, so it never goes back when leaders' clocks differ, and a
     /// replay from this point resumes it exactly.
-    now_ms: u64,
+    pub(crate) now_ms: u64,
 }
 
 /// What is saved with the engine's tables, atomically with every change of them (format:
@@ -79,10 +79,10 @@ struct Point {
 /// those are, so the replay skips them instead of judging them again against a different version
 /// (an edit refused the first time could fit once a later compaction moved a table away).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Saved {
-    flushed: Point,
+pub(crate) struct Saved {
+    pub(crate) flushed: Point,
     /// Log index of the last `Compacted` entry applied.
-    compacted_at: u64,
+    pub(crate) compacted_at: u64,
 }
 
 struct State {

@@ -190,7 +190,7 @@ fn write_err(subject: ErrorSubject<NodeId>, e: impl Into<AnyError>) -> StorageEr
 }
 
 /// Decodes the entry stored at `index`, checking that it is the entry of that index.
-fn decode_entry(index: u64, bytes: &[u8]) -> StoreResult<Entry<TypeConfig>> {
+pub(crate) fn decode_entry(index: u64, bytes: &[u8]) -> StoreResult<Entry<TypeConfig>> {
     let entry: Entry<TypeConfig> =
         decode(bytes).map_err(|e| read_err(ErrorSubject::LogIndex(index), e))?;
     if entry.log_id.index != index {
