@@ -6,7 +6,6 @@
 //! `cargo test -p node fuzz_corpus -- --ignored` rewrites the generated seeds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
@@ -26,41 +25,10 @@ const TARGETS: &[Target] = &[
     ("node_scan_cursor", cursor::fuzz_cursor),
 ];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = rd
-        .map(|e| e.expect("listing a corpus").path())
-        .filter(|p| p.is_file())
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn corpora_and_regressions_replay_without_panics() {
     for (target, f) in TARGETS {
-        let mut n = 0;
-        for kind in ["corpus", "regressions"] {
-            for path in files(&fuzz_dir().join(kind).join(target)) {
-                let data = std::fs::read(&path).expect("reading a corpus file");
-                let r = std::panic::catch_unwind(|| f(&data))
-                    .unwrap_or_else(|_| panic!("{} panicked", path.display()));
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.starts_with("valid-") {
-                    assert_eq!(r, Ok(()), "{} must be accepted", path.display());
-                } else if name.starts_with("reject-") {
-                    assert!(r.is_err(), "{} must be refused", path.display());
-                }
-                n += 1;
-            }
-        }
-        assert!(n > 0, "no corpus for {target}: run the ignored seed writer");
+        testkit::fuzz_corpus::replay(target, *f);
     }
 }
 
@@ -139,20 +107,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 
 #[test]
 fn committed_seeds_match_the_encoders() {
-    for (target, name, bytes) in seeds() {
-        let path = fuzz_dir().join("corpus").join(target).join(name);
-        let committed = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run the ignored seed writer)", path.display()));
-        assert!(committed == bytes, "{} is stale", path.display());
-    }
+    testkit::fuzz_corpus::check_seeds(seeds());
 }
 
 #[test]
 #[ignore = "writes the seed corpora into the source tree"]
 fn write_seed_corpora() {
-    for (target, name, bytes) in seeds() {
-        let dir = fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).expect("creating a corpus directory");
-        std::fs::write(dir.join(name), bytes).expect("writing a seed");
-    }
+    testkit::fuzz_corpus::write_seeds(seeds());
 }

@@ -1,8 +1,8 @@
-//! Faults short of a crash, on a group of three `strata` processes: the leader paused
-//! (SIGSTOP) past the election timeout, and the leader cut off from its peers by
-//! `testkit::netproxy` (each node's peers reach it through a proxy that can black-hole chosen
-//! pairs). Unlike a killed process, a paused or cut-off leader holds its connections open and
-//! answers nothing, and an isolated one still believes it leads.
+//! Faults of the leader of a group of three `strata` processes: paused (SIGSTOP) past the
+//! election timeout, cut off from its peers by `testkit::netproxy` (each node's peers reach it
+//! through a proxy that can black-hole chosen pairs), and killed. Unlike a killed process, a
+//! paused or cut-off leader holds its connections open and answers nothing, and an isolated one
+//! still believes it leads.
 //!
 //! Meanwhile clients put, compare-and-set and read (linearizable and `consistency=lease`) four
 //! keys through every node, and during the partition more clients send lease reads to the
@@ -165,19 +165,46 @@ fn one_op(s: &Shared, client: usize, rng: &mut StdRng, seen: &mut [u64], seq: &m
 
 /// Node `id`'s arguments: peers reach it through its proxy, and it calls them from its own
 /// source address, so that the proxies can tell who calls.
-fn start_node(id: u64, dir: &Path, objects: &Path, links: &Links) -> Node {
+fn start_node(id: u64, dir: &Path, objects: &Path, links: &Links, listen: &str) -> Node {
     let advertise = links.proxy_addr(id).to_string();
     let source = Links::source_ip(id).to_string();
-    let node = try_start(
+    // A restart on the same address may find it still taken for a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let node = loop {
+        let r = try_node(id, dir, objects, &advertise, &source, listen);
+        match r {
+            Ok(n) => break n,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("node {id}: {e}"),
+        }
+    };
+    links.set_upstream(id, node.addr);
+    node
+}
+
+fn try_node(
+    id: u64,
+    dir: &Path,
+    objects: &Path,
+    advertise: &str,
+    source: &str,
+    listen: &str,
+) -> Result<Node, String> {
+    try_start(
         dir,
         &[
+            "--listen",
+            listen,
             "--join",
             "--node-id",
             &id.to_string(),
             "--advertise",
-            &advertise,
+            advertise,
             "--peer-source-ip",
-            &source,
+            source,
             "--cluster-secret",
             SECRET,
             "--token",
@@ -188,9 +215,6 @@ fn start_node(id: u64, dir: &Path, objects: &Path, links: &Links) -> Node {
             "100",
         ],
     )
-    .unwrap_or_else(|e| panic!("node {id}: {e}"));
-    links.set_upstream(id, node.addr);
-    node
 }
 
 /// Times from `fault` to the first write and the first linearizable read that succeed through
@@ -262,7 +286,7 @@ fn check_recovery(what: &str, times: &[(SocketAddr, Option<Duration>, Option<Dur
 }
 
 #[test]
-fn a_paused_or_isolated_leader_stays_linearizable_and_service_returns_within_seconds() {
+fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_within_seconds() {
     let seed = std::env::var("STRATA_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -271,10 +295,19 @@ fn a_paused_or_isolated_leader_stays_linearizable_and_service_returns_within_sec
     let tmp = tempfile::tempdir().unwrap();
     let objects = tmp.path().join("objects");
     let links = Links::start(NODES).unwrap();
-    let nodes: Vec<Node> = (1..=NODES)
-        .map(|id| start_node(id, &tmp.path().join(format!("n{id}")), &objects, &links))
+    let dirs: Vec<std::path::PathBuf> = (1..=NODES)
+        .map(|id| tmp.path().join(format!("n{id}")))
         .collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let nodes: Vec<Mutex<Option<Node>>> = (1..=NODES)
+        .map(|id| {
+            let n = start_node(id, &dirs[id as usize - 1], &objects, &links, "127.0.0.1:0");
+            Mutex::new(Some(n))
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|n| n.lock().unwrap().as_ref().unwrap().addr)
+        .collect();
     let members: serde_json::Map<String, serde_json::Value> = (1..=NODES)
         .map(|id| (id.to_string(), links.proxy_addr(id).to_string().into()))
         .collect();
@@ -310,7 +343,7 @@ fn a_paused_or_isolated_leader_stays_linearizable_and_service_returns_within_sec
         // 1. The leader paused well past the election timeout.
         let l = leader_index(&addrs);
         *s.paused.lock().unwrap() = Some(l);
-        signal(&nodes[l], "-STOP");
+        signal(nodes[l].lock().unwrap().as_ref().unwrap(), "-STOP");
         let fault = Instant::now();
         let others: Vec<SocketAddr> = (0..NODES as usize)
             .filter(|i| *i != l)
@@ -318,7 +351,7 @@ fn a_paused_or_isolated_leader_stays_linearizable_and_service_returns_within_sec
             .collect();
         let times = recovery(&others, fault);
         std::thread::sleep(Duration::from_secs(3).saturating_sub(fault.elapsed()));
-        signal(&nodes[l], "-CONT");
+        signal(nodes[l].lock().unwrap().as_ref().unwrap(), "-CONT");
         *s.paused.lock().unwrap() = None;
         check_recovery(&format!("leader (node {}) paused", l + 1), &times);
         std::thread::sleep(Duration::from_secs(2));
@@ -352,6 +385,23 @@ fn a_paused_or_isolated_leader_stays_linearizable_and_service_returns_within_sec
         isolated.store(false, Ordering::SeqCst);
         links.heal();
         check_recovery(&format!("leader (node {}) isolated", l + 1), &times);
+        std::thread::sleep(Duration::from_secs(2));
+
+        // 3. The leader killed: its connections are refused at once. It restarts afterwards.
+        let l = leader_index(&addrs);
+        *s.paused.lock().unwrap() = Some(l);
+        drop(nodes[l].lock().unwrap().take());
+        let fault = Instant::now();
+        let others: Vec<SocketAddr> = (0..NODES as usize)
+            .filter(|i| *i != l)
+            .map(|i| addrs[i])
+            .collect();
+        let times = recovery(&others, fault);
+        let id = l as u64 + 1;
+        let back = start_node(id, &dirs[l], &objects, &links, &addrs[l].to_string());
+        *nodes[l].lock().unwrap() = Some(back);
+        *s.paused.lock().unwrap() = None;
+        check_recovery(&format!("leader (node {id}) killed"), &times);
         std::thread::sleep(Duration::from_secs(2));
         done.store(true, Ordering::SeqCst);
     });

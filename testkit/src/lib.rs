@@ -10,10 +10,13 @@
 //!
 //! [`process`] starts the `strata` binary as a real process and finds where it listens.
 //!
+//! [`fuzz_corpus`] replays the fuzz targets' corpora as ordinary tests.
+//!
 //! [`netproxy`] puts a TCP proxy in front of each node of a group to partition them on loopback,
 //! without root.
 #![warn(missing_docs)]
 
+pub mod fuzz_corpus;
 pub mod linearizability;
 pub mod netproxy;
 pub mod process;
