@@ -142,6 +142,21 @@ impl Identity {
         let remote = match store.get(&key) {
             Ok(data) => Some(parse_remote(&key, &data)?),
             Err(ObjectError::NotFound(_)) => None,
+            // A member restarting knows its cluster: it starts with the store down (what is
+            // local and cached serves meanwhile), as it did before cluster ids. Only a node with
+            // nothing on its disk needs the store to know what it may do.
+            Err(e) if local.is_some() && !matches!(e, ObjectError::Rejected { .. }) => {
+                tracing::warn!(error = %e, "object store unreachable at start: the cluster id is not checked against it");
+                let rejoining = data_dir.join(REJOIN_FILE).exists();
+                return Ok(Identity {
+                    data_dir: data_dir.to_path_buf(),
+                    store,
+                    prefix: prefix.to_string(),
+                    cluster_id: Mutex::new(local),
+                    existing_at_start: false,
+                    rejoining: AtomicBool::new(rejoining),
+                });
+            }
             Err(e) => {
                 return Err(e).context(
                     "reading the cluster id from the object store (needed to start safely)",
@@ -397,5 +412,28 @@ mod tests {
             .err()
             .expect("another cluster's directory");
         assert!(format!("{e:#}").contains("do not go together"), "{e:#}");
+    }
+
+    #[test]
+    fn a_member_restarts_with_the_store_down_but_an_empty_directory_does_not() {
+        use lsm::object::{FaultConfig, FaultyStore};
+        let tmp = tempfile::tempdir().unwrap();
+        let objects = store(&tmp.path().join("objects"));
+        let d1 = tmp.path().join("n1");
+        std::fs::create_dir_all(&d1).unwrap();
+        let id = Identity::establish(&d1, objects.clone(), "g", 1, true)
+            .unwrap()
+            .create()
+            .unwrap();
+        let down = Arc::new(FaultyStore::new(objects, 1));
+        down.set_all(FaultConfig {
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        });
+        let again = Identity::establish(&d1, down.clone(), "g", 1, true).unwrap();
+        assert_eq!(again.cluster_id(), Some(id));
+        let d2 = tmp.path().join("n2");
+        std::fs::create_dir_all(&d2).unwrap();
+        assert!(Identity::establish(&d2, down, "g", 2, false).is_err());
     }
 }
