@@ -84,6 +84,8 @@ pub use options::{
     MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use stats::{LevelStats, Stats};
+#[doc(hidden)]
+pub use wal::fail_next_syncs as fail_next_wal_syncs;
 
 /// Builds an internal key (user key followed by the sequence/kind trailer), for tools and
 /// benchmarks that drive [`memtable`] or [`sst`] directly.

@@ -108,12 +108,36 @@ impl WalWriter {
 
     /// `fdatasync`; every record written so far is durable when this returns.
     pub(crate) fn sync(&mut self) -> Result<()> {
+        if take_injected_sync_failure() {
+            return Err(crate::Error::io(
+                format!("syncing {} (injected)", self.path.display()),
+                std::io::Error::from_raw_os_error(5), // EIO
+            ));
+        }
         self.file
             .sync_data()
             .ctx(|| format!("syncing {}", self.path.display()))?;
         self.synced = self.next_index;
         Ok(())
     }
+}
+
+/// WAL syncs still to fail (process-wide; see [`fail_next_syncs`]).
+static INJECTED_SYNC_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Fault injection for tests: the next `n` WAL syncs of this process fail with EIO, as an
+/// fdatasync does after the kernel dropped dirty pages it could not write. Process-wide: a test
+/// using it runs in a binary of its own.
+#[doc(hidden)]
+pub fn fail_next_syncs(n: u64) {
+    INJECTED_SYNC_FAILURES.store(n, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn take_injected_sync_failure() -> bool {
+    use std::sync::atomic::Ordering;
+    INJECTED_SYNC_FAILURES
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// What replaying one segment found.
