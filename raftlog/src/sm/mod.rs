@@ -140,6 +140,30 @@ impl From<StorageError<NodeId>> for Halt {
     }
 }
 
+/// Whether applying `cmd` reads the state before it (a conditional write), which may read a
+/// table from the object store.
+fn reads_tables(cmd: &Command) -> bool {
+    match cmd {
+        Command::Write { ops, .. } => ops.iter().any(|op| {
+            matches!(
+                op,
+                crate::store::Op::PutIfAbsent { .. } | crate::store::Op::CompareAndSet { .. }
+            )
+        }),
+        _ => false,
+    }
+}
+
+/// Runs `f`, which may block, telling a multi-threaded runtime to move this worker's other
+/// tasks elsewhere meanwhile (heartbeats and reads must not wait behind an object-store
+/// request). A current-thread runtime (openraft's test suite) has nowhere to move them.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// First and longest pause before applying an entry again during an object-store outage.
 const OUTAGE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
 const OUTAGE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
@@ -528,6 +552,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         EntryPayload::Membership(m) => {
                             st.membership = StoredMembership::new(Some(e.log_id), m.clone());
                             Ok(Reply::Done)
+                        }
+                        EntryPayload::Normal(cmd) if reads_tables(cmd) => {
+                            // May wait on the object store (a cold table read, up to the
+                            // store's own timeout): off this runtime worker when possible.
+                            blocking(|| self.apply_command(&mut st, e.log_id, cmd))
                         }
                         EntryPayload::Normal(cmd) => self.apply_command(&mut st, e.log_id, cmd),
                     };
