@@ -105,6 +105,30 @@ pub(crate) fn is_torn_tail(buf: &[u8], offset: usize) -> bool {
     }
 }
 
+/// Helpers of the tests that damage framed files (WAL, manifest).
+#[cfg(test)]
+pub(crate) mod test_files {
+    use std::path::Path;
+
+    /// Byte offsets of the records of `data`, up to the first that cannot be a record.
+    pub(crate) fn offsets(data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(len) = crate::coding::u32_at(data, at) {
+            out.push(at);
+            at += super::HEADER_LEN + len as usize;
+        }
+        out
+    }
+
+    /// Rewrites the file at `path` through `f`.
+    pub(crate) fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut b = std::fs::read(path).unwrap();
+        f(&mut b);
+        std::fs::write(path, b).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

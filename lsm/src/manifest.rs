@@ -367,6 +367,7 @@ mod tests {
 #[cfg(test)]
 mod damage_tests {
     use super::*;
+    use crate::framing::test_files::{edit_file, offsets};
 
     fn edit(n: u64) -> VersionEdit {
         VersionEdit {
@@ -384,22 +385,6 @@ mod damage_tests {
         }
         let path = manifest_path(dir, 7);
         (path.clone(), offsets(&std::fs::read(path).unwrap()))
-    }
-
-    fn offsets(data: &[u8]) -> Vec<usize> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while let Some(len) = crate::coding::u32_at(data, at) {
-            out.push(at);
-            at += framing::HEADER_LEN + len as usize;
-        }
-        out
-    }
-
-    fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
-        let mut b = std::fs::read(path).unwrap();
-        f(&mut b);
-        std::fs::write(path, b).unwrap();
     }
 
     fn refused_at(dir: &Path, path: &Path, offset: usize) {

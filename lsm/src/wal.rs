@@ -273,6 +273,7 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framing::test_files::{edit_file, offsets};
 
     fn replay(path: &Path) -> Result<(Vec<u64>, SegmentReplay)> {
         let mut seqs = Vec::new();
@@ -281,22 +282,6 @@ mod tests {
             Some(())
         })?;
         Ok((seqs, r))
-    }
-
-    fn offsets(data: &[u8]) -> Vec<usize> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while let Some(len) = crate::coding::u32_at(data, at) {
-            out.push(at);
-            at += framing::HEADER_LEN + len as usize;
-        }
-        out
-    }
-
-    fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
-        let mut b = std::fs::read(path).unwrap();
-        f(&mut b);
-        std::fs::write(path, b).unwrap();
     }
 
     #[test]

@@ -218,11 +218,17 @@ fn try_node(
 }
 
 /// Times from `fault` to the first write and the first linearizable read that succeed through
-/// each node of `through` (client addresses), or `None` for those that did not within 10 s.
+/// each node of `addrs` (client addresses) but the faulty `down`, or `None` for those that did
+/// not within 10 s.
 fn recovery(
-    through: &[SocketAddr],
+    addrs: &[SocketAddr],
+    down: usize,
     fault: Instant,
 ) -> Vec<(SocketAddr, Option<Duration>, Option<Duration>)> {
+    let through: Vec<SocketAddr> = (0..addrs.len())
+        .filter(|i| *i != down)
+        .map(|i| addrs[i])
+        .collect();
     let until_ok = |f: &dyn Fn() -> bool| {
         while fault.elapsed() < Duration::from_secs(10) {
             if f() {
@@ -345,11 +351,7 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
         *s.paused.lock().unwrap() = Some(l);
         signal(nodes[l].lock().unwrap().as_ref().unwrap(), "-STOP");
         let fault = Instant::now();
-        let others: Vec<SocketAddr> = (0..NODES as usize)
-            .filter(|i| *i != l)
-            .map(|i| addrs[i])
-            .collect();
-        let times = recovery(&others, fault);
+        let times = recovery(&addrs, l, fault);
         std::thread::sleep(Duration::from_secs(3).saturating_sub(fault.elapsed()));
         signal(nodes[l].lock().unwrap().as_ref().unwrap(), "-CONT");
         *s.paused.lock().unwrap() = None;
@@ -376,11 +378,7 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
                 }
             });
         }
-        let others: Vec<SocketAddr> = (0..NODES as usize)
-            .filter(|i| *i != l)
-            .map(|i| addrs[i])
-            .collect();
-        let times = recovery(&others, fault);
+        let times = recovery(&addrs, l, fault);
         std::thread::sleep(Duration::from_secs(4).saturating_sub(fault.elapsed()));
         isolated.store(false, Ordering::SeqCst);
         links.heal();
@@ -392,11 +390,7 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
         *s.paused.lock().unwrap() = Some(l);
         drop(nodes[l].lock().unwrap().take());
         let fault = Instant::now();
-        let others: Vec<SocketAddr> = (0..NODES as usize)
-            .filter(|i| *i != l)
-            .map(|i| addrs[i])
-            .collect();
-        let times = recovery(&others, fault);
+        let times = recovery(&addrs, l, fault);
         let id = l as u64 + 1;
         let back = start_node(id, &dirs[l], &objects, &links, &addrs[l].to_string());
         *nodes[l].lock().unwrap() = Some(back);

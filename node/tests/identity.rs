@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    auth, init_group, request, start_member, status, try_request_within, wait_for_leader, Node,
+    auth, init_group, request, restart_member, start_member, status, try_request_within,
+    wait_for_leader, Node,
 };
 
 fn put(addr: SocketAddr, key: &str, value: &str) -> Option<u16> {
@@ -59,17 +60,6 @@ fn membership(leader: SocketAddr, voters: &[u64]) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-fn restart(id: u64, dir: &std::path::Path, objects: &std::path::Path, addr: SocketAddr) -> Node {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        match common::try_start_member(id, dir, objects, &addr.to_string()) {
-            Ok(n) => return n,
-            Err(e) => assert!(Instant::now() < end, "node {id} does not restart: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_wiped_node_does_not_vote_until_re_added_and_never_forms_a_group() {
     let tmp = tempfile::tempdir().unwrap();
@@ -106,7 +96,7 @@ fn a_wiped_node_does_not_vote_until_re_added_and_never_forms_a_group() {
     let other = (leader + 2) % 3;
     drop(nodes[wiped].take());
     std::fs::remove_dir_all(&dirs[wiped]).unwrap();
-    nodes[wiped] = Some(restart(
+    nodes[wiped] = Some(restart_member(
         wiped as u64 + 1,
         &dirs[wiped],
         &objects,
@@ -123,7 +113,7 @@ fn a_wiped_node_does_not_vote_until_re_added_and_never_forms_a_group() {
         !put_within(addrs[other], "during", Duration::from_secs(5)),
         "a group of a wiped node and one other elected a leader"
     );
-    nodes[leader] = Some(restart(
+    nodes[leader] = Some(restart_member(
         leader as u64 + 1,
         &dirs[leader],
         &objects,

@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    auth, init_group, start_member, status, try_request_within, try_start_member, wait_for_leader,
+    auth, init_group, restart_member, start_member, status, try_request_within, wait_for_leader,
     Node, Resp,
 };
 use rand::rngs::StdRng;
@@ -176,21 +176,6 @@ fn one_op(s: &Shared, client: usize, rng: &mut StdRng, seen: &mut [u64], seq: &m
     back_off_if(unknown);
 }
 
-/// Starts node `id` again on `addr`, retrying while the address is not free yet.
-fn restart(id: u64, dir: &Path, objects: &Path, addr: SocketAddr) -> Node {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match try_start_member(id, dir, objects, &addr.to_string()) {
-            Ok(n) => return n,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "node {id} does not restart on {addr}: {e}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The leader's index in `s.addrs`, as some live node reports it.
 fn leader(s: &Shared) -> Option<usize> {
     (0..NODES)
@@ -224,7 +209,7 @@ fn nemesis(
         leader_kills += usize::from(the_leader.is_some());
         std::thread::sleep(Duration::from_millis(rng.gen_range(1000..2000)));
         let id = victim as u64 + 1;
-        nodes[victim] = Some(restart(id, &dirs[victim], objects, s.addrs[victim]));
+        nodes[victim] = Some(restart_member(id, &dirs[victim], objects, s.addrs[victim]));
         s.up[victim].store(true, Ordering::SeqCst);
     }
 }

@@ -181,6 +181,22 @@ pub fn try_start_member(id: u64, dir: &Path, objects: &Path, listen: &str) -> Re
     )
 }
 
+/// Starts member `id` again on `addr` (its old address), retrying while the address is not
+/// free yet.
+pub fn restart_member(id: u64, dir: &Path, objects: &Path, addr: SocketAddr) -> Node {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_start_member(id, dir, objects, &addr.to_string()) {
+            Ok(n) => return n,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "node {id} does not restart on {addr}: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Forms a group of the members at `addrs` (node ids 1, 2, ... in that order) through the first
 /// one's admin API.
 pub fn init_group(addrs: &[SocketAddr]) {
