@@ -146,6 +146,11 @@ impl TableCache {
         }
     }
 
+    /// The reader of a table already open, without opening it.
+    pub(crate) fn get_open(&self, number: u64) -> Option<Arc<Table>> {
+        self.cache.get(&number)
+    }
+
     pub(crate) fn get(&self, meta: &FileMeta) -> Result<Arc<Table>> {
         let number = meta.number;
         if let Some(t) = self.cache.get(&number) {

@@ -229,6 +229,16 @@ impl Db {
         self.inner.get_at(key.as_ref(), None)
     }
 
+    /// The current value of `key` if finding it needs no I/O: the memtables hold it, or the
+    /// filters of open tables rule every table out, or the block that holds it is in the block
+    /// cache. `None` when a table file or the object store would have to be read (or a table
+    /// opened): an async caller then runs [`get`](Self::get) where blocking is allowed.
+    pub fn get_without_io(&self, key: impl AsRef<[u8]>) -> Option<Result<Option<Bytes>>> {
+        let i = &self.inner;
+        i.lookup(key.as_ref(), None, i.opts.clock.now_millis(), false)
+            .transpose()
+    }
+
     /// A consistent read view as of now; it keeps what it can see alive until dropped.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::new(self.inner.clone())
@@ -357,15 +367,28 @@ impl Inner {
         seq: Option<u64>,
         now_ms: u64,
     ) -> Result<Option<Bytes>> {
+        Ok(self.lookup(user_key, seq, now_ms, true)?.flatten())
+    }
+
+    /// The lookup of `get_as_of`. With `io` false it reads nothing but memory (memtables, open
+    /// tables' filters and indexes, the block cache) and returns `Ok(None)` where it would have
+    /// to read a file or the object store; otherwise `Ok(Some(value))`.
+    fn lookup(
+        &self,
+        user_key: &[u8],
+        seq: Option<u64>,
+        now_ms: u64,
+        io: bool,
+    ) -> Result<Option<Option<Bytes>>> {
         let sv = self.sv.load();
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::Acquire));
-        let resolve = |kind, v| key::live_value(kind, v, now_ms);
+        let resolve = |kind, v| Some(key::live_value(kind, v, now_ms));
         let seek = key::make_internal_key(user_key, seq, SEEK_KIND);
         let hash = crate::sst::filter_hash(user_key);
         for m in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
             match m.get_prepared(user_key, &seek, hash) {
                 Some(Lookup::Value(k, v)) => return Ok(resolve(k, v)),
-                Some(Lookup::Deleted) => return Ok(None),
+                Some(Lookup::Deleted) => return Ok(Some(None)),
                 None => {}
             }
         }
@@ -379,11 +402,26 @@ impl Inner {
             cold |= f.meta.cold;
             // A failed lookup counts too: its GET attempts are counted.
             let counted = |_: &Error| self.count_cold_lookup(cold);
-            let t = self.tables.get(&f.meta).inspect_err(counted)?;
+            let t = if io {
+                self.tables.get(&f.meta).inspect_err(counted)?
+            } else {
+                match self.tables.get_open(f.meta.number) {
+                    Some(t) => t,
+                    None => return Ok(None),
+                }
+            };
             if !t.may_contain(hash) {
                 continue;
             }
-            if let Some((ikey, value)) = t.get(user_key, &seek).inspect_err(counted)? {
+            let found = if io {
+                t.get(user_key, &seek).inspect_err(counted)?
+            } else {
+                match t.get_cached(user_key, &seek) {
+                    Some(r) => r?,
+                    None => return Ok(None),
+                }
+            };
+            if let Some((ikey, value)) = found {
                 self.count_cold_lookup(cold);
                 let kind =
                     ValueKind::from_u8(key::kind_byte(key::split(&ikey).1)).ok_or_else(|| {
@@ -396,7 +434,7 @@ impl Inner {
             }
         }
         self.count_cold_lookup(cold);
-        Ok(None)
+        Ok(Some(None))
     }
 
     fn count_cold_lookup(&self, cold: bool) {

@@ -404,6 +404,27 @@ impl Table {
         Ok(found.filter(|(k, _)| crate::key::user_key(k) == user_key))
     }
 
+    /// As [`get`](Self::get) when the block is in the block cache; `None` when answering would
+    /// read the file or the object store.
+    pub fn get_cached(
+        &self,
+        user_key: &[u8],
+        seek_key: &[u8],
+    ) -> Option<Result<Option<(Vec<u8>, Bytes)>>> {
+        let i = self.find_block(seek_key);
+        let Some(entry) = self.index.get(i) else {
+            return Some(Ok(None));
+        };
+        let b = self.cache.get(&BlockKey {
+            cache_id: self.cache_id,
+            file: self.number,
+            offset: entry.handle.offset,
+        })?;
+        let found = block::seek(&b, seek_key)
+            .map_err(|_| Error::corruption(&self.path, format!("malformed data block {i}")));
+        Some(found.map(|f| f.filter(|(k, _)| crate::key::user_key(k) == user_key)))
+    }
+
     /// Visits every entry in order (used by tools and tests; reads bypass the cache).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
         for i in 0..self.index.len() {
