@@ -281,6 +281,23 @@ impl Log {
         self.append_inner(entries, false)
     }
 
+    /// Whether appending `entries` starts a new segment (which syncs the old one and the
+    /// directory): callers on an async runtime run such an append on a blocking thread.
+    pub fn append_rolls_over(&self, entries: &[(u64, &[u8])]) -> bool {
+        let bytes = entries
+            .iter()
+            .map(|(_, d)| (framing::HEADER_LEN + claim::CLAIM_LEN + d.len()) as u64)
+            .sum();
+        self.rolls_over(bytes)
+    }
+
+    fn rolls_over(&self, bytes: u64) -> bool {
+        // A tail of an older format takes no appends: the log continues in a new segment.
+        self.segments.last().is_none_or(|s| {
+            s.size() + bytes > self.opts.segment_size || s.version() != segment::VERSION
+        })
+    }
+
     /// True once a write step failed: the log takes no more writes.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -318,10 +335,7 @@ impl Log {
             })?;
             bytes += (framing::HEADER_LEN + claim::CLAIM_LEN + data.len()) as u64;
         }
-        // A tail of an older format takes no appends: the log continues in a new segment.
-        let rollover = self.segments.last().is_none_or(|s| {
-            s.size() + bytes > self.opts.segment_size || s.version() != segment::VERSION
-        });
+        let rollover = self.rolls_over(bytes);
         let after = expected;
         self.guard(|log| {
             let mut buf = std::mem::take(&mut log.buf);

@@ -240,6 +240,16 @@ impl StateMachine {
             .transpose()
     }
 
+    /// [`get`](Self::get) if it needs no I/O (see [`lsm::Db::get_without_io`]); `None` when it
+    /// would read a table file or the object store.
+    pub fn get_without_io(&self, key: &[u8]) -> Option<crate::Result<Option<Versioned>>> {
+        let v = self.shared.db.get_without_io(key)?;
+        Some(v.map_err(crate::Error::Engine).and_then(|v| {
+            v.map(|b| value::decode(b).ok_or_else(|| undecodable(key)))
+                .transpose()
+        }))
+    }
+
     /// Sealed memtables waiting to be built into tables, and bytes in all memtables: a leader
     /// refuses or slows writes when these grow (the tables are falling behind).
     pub fn backlog(&self) -> (usize, usize) {

@@ -10,11 +10,13 @@
 //!
 //! # Blocking
 //!
-//! The store calls [`Log`] inline, under a `std::sync::Mutex`, from the async trait methods.
-//! Appends only write there (the `fdatasync` happens on the flusher thread, outside the lock);
-//! truncate, purge and the vote sync inline, as they must be durable when they return. The lock
-//! is never held across an `.await`, so a std mutex is sound, and reads (replication tasks using
-//! the [`LogReader`]) wait at most for one write.
+//! Appends call [`Log`] inline, under a `std::sync::Mutex`, from the async trait methods: they
+//! only write to the page cache (the `fdatasync` happens on the flusher thread, outside the
+//! lock). Every step that syncs (truncate, purge, the vote, the committed id, and an append that
+//! starts a new segment) runs on a blocking thread instead: an `fsync` takes milliseconds, and
+//! seconds on a sick disk, while the async workers carry heartbeats and client requests. The
+//! lock is never held across an `.await`, so a std mutex is sound, and reads (replication tasks
+//! using the [`LogReader`]) wait at most for one write.
 //!
 //! # Guarantees
 //!
@@ -150,6 +152,50 @@ fn lock(log: &Mutex<Log>, subject: ErrorSubject<NodeId>) -> StoreResult<MutexGua
         )
         .into()
     })
+}
+
+/// Runs a write step that syncs on a blocking thread (see "Blocking" above). openraft awaits
+/// each storage call before the next, so the steps keep their order.
+async fn off_worker<T, E>(
+    log: &Arc<Mutex<Log>>,
+    subject: ErrorSubject<NodeId>,
+    step: impl FnOnce(&mut Log) -> Result<T, E> + Send + 'static,
+) -> StoreResult<T>
+where
+    T: Send + 'static,
+    E: std::error::Error + 'static,
+{
+    let log = Arc::clone(log);
+    let inner = subject.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let mut guard = lock(&log, inner.clone())?;
+        step(&mut guard).map_err(|e| write_err(inner, AnyError::new(&e)))
+    })
+    .await;
+    match ran {
+        Ok(r) => r,
+        Err(e) => Err(write_err(
+            subject,
+            AnyError::error(format!("the log's write thread failed: {e}")),
+        )),
+    }
+}
+
+/// Appends encoded entries without syncing them (the flusher does). Entries at or below the
+/// purge point are covered by the state machine already (openraft purges up to what it applied
+/// when it finds the state machine ahead of the log): they are dropped, not stored below the
+/// purge point.
+fn append_encoded(
+    log: &mut Log,
+    encoded: &[(u64, Vec<u8>)],
+) -> crate::Result<Option<crate::log::SyncHandle>> {
+    let purged = log.last_purged().map(|(upto, _)| upto);
+    let batch: Vec<(u64, &[u8])> = encoded
+        .iter()
+        .filter(|(i, _)| purged.is_none_or(|p| *i > p))
+        .map(|(i, b)| (*i, b.as_slice()))
+        .collect();
+    log.append_deferred(&batch)
 }
 
 /// Encodes `value` behind the [`FORMAT`] tag.
@@ -300,9 +346,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
         let bytes = encode(vote).map_err(|e| write_err(ErrorSubject::Vote, e))?;
-        lock(&self.log, ErrorSubject::Vote)?
-            .save_meta(MetaKind::Vote, &bytes)
-            .map_err(|e| write_err(ErrorSubject::Vote, AnyError::new(&e)))
+        off_worker(&self.log, ErrorSubject::Vote, move |log| {
+            log.save_meta(MetaKind::Vote, &bytes)
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
@@ -313,19 +360,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        c.latest = Some(committed);
-        if c.saved_at
-            .is_some_and(|t| t.elapsed() < COMMITTED_SAVE_INTERVAL)
         {
-            return Ok(());
+            let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            c.latest = Some(committed);
+            if c.saved_at
+                .is_some_and(|t| t.elapsed() < COMMITTED_SAVE_INTERVAL)
+            {
+                return Ok(());
+            }
+            // Marked saved before the write: a failed write fails this call (openraft then
+            // stops), so nothing relies on the mark.
+            c.saved_at = Some(std::time::Instant::now());
         }
         let bytes = encode(&committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
-        lock(&self.log, ErrorSubject::Store)?
-            .save_meta(MetaKind::Committed, &bytes)
-            .map_err(|e| write_err(ErrorSubject::Store, AnyError::new(&e)))?;
-        c.saved_at = Some(std::time::Instant::now());
-        Ok(())
+        off_worker(&self.log, ErrorSubject::Store, move |log| {
+            log.save_meta(MetaKind::Committed, &bytes)
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
@@ -358,20 +409,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok((entry.log_id.index, bytes))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let mut log = lock(&self.log, ErrorSubject::Logs)?;
-        // Entries at or below the purge point are covered by the state machine already (openraft
-        // purges up to what it applied when it finds the state machine ahead of the log): they
-        // are dropped, not stored below the purge point.
-        let purged = log.last_purged().map(|(upto, _)| upto);
-        let batch: Vec<(u64, &[u8])> = encoded
-            .iter()
-            .filter(|(i, _)| purged.is_none_or(|p| *i > p))
-            .map(|(i, b)| (*i, b.as_slice()))
-            .collect();
-        let handle = log
-            .append_deferred(&batch)
-            .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?;
-        drop(log);
+        let rolls_over = {
+            let all: Vec<(u64, &[u8])> = encoded.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            lock(&self.log, ErrorSubject::Logs)?.append_rolls_over(&all)
+        };
+        let handle = if rolls_over {
+            // Starting a segment syncs the last one and the directory: off the workers.
+            off_worker(&self.log, ErrorSubject::Logs, move |log| {
+                append_encoded(log, &encoded)
+            })
+            .await?
+        } else {
+            let mut log = lock(&self.log, ErrorSubject::Logs)?;
+            append_encoded(&mut log, &encoded)
+                .map_err(|e| write_err(ErrorSubject::Logs, AnyError::new(&e)))?
+        };
         match handle {
             // Acknowledged by the flusher once a sync covers it (see `flusher`).
             Some(h) => self.flusher.submit(h, callback),
@@ -381,15 +433,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        lock(&self.log, ErrorSubject::Logs)?
-            .truncate(log_id.index)
-            .map_err(|e| write_err(ErrorSubject::Log(log_id), AnyError::new(&e)))
+        off_worker(&self.log, ErrorSubject::Log(log_id), move |log| {
+            log.truncate(log_id.index)
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
         let record = encode(&log_id).map_err(|e| write_err(ErrorSubject::Log(log_id), e))?;
-        lock(&self.log, ErrorSubject::Logs)?
-            .purge(log_id.index, &record)
-            .map_err(|e| write_err(ErrorSubject::Log(log_id), AnyError::new(&e)))
+        off_worker(&self.log, ErrorSubject::Log(log_id), move |log| {
+            log.purge(log_id.index, &record)
+        })
+        .await
     }
 }
