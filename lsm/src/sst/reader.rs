@@ -19,6 +19,9 @@ use crate::key::cmp_internal;
 use crate::object::ObjectStore;
 use crate::{Error, Result};
 
+/// An entry found by a point lookup: its internal key and its value.
+pub type Entry = (Vec<u8>, Bytes);
+
 pub(crate) struct IndexEntry {
     pub(crate) last_key: Bytes,
     pub(crate) handle: BlockHandle,
@@ -393,7 +396,7 @@ impl Table {
 
     /// The first entry with internal key `>= seek_key` if it belongs to the same user key:
     /// returns its internal key and value. The caller has already consulted the filter.
-    pub fn get(&self, user_key: &[u8], seek_key: &[u8]) -> Result<Option<(Vec<u8>, Bytes)>> {
+    pub fn get(&self, user_key: &[u8], seek_key: &[u8]) -> Result<Option<Entry>> {
         let i = self.find_block(seek_key);
         if i >= self.index.len() {
             return Ok(None);
@@ -410,7 +413,7 @@ impl Table {
         &self,
         user_key: &[u8],
         seek_key: &[u8],
-    ) -> Option<Result<Option<(Vec<u8>, Bytes)>>> {
+    ) -> Option<Result<Option<Entry>>> {
         let i = self.find_block(seek_key);
         let Some(entry) = self.index.get(i) else {
             return Some(Ok(None));
