@@ -1,6 +1,10 @@
 //! A fault-injecting wrapper around any object store, for tests: added latency, error rate,
 //! timeouts, failures whose effect still happened (the response was lost), and failure of every
 //! call after the first N — each set per operation.
+//!
+//! Injected latency and timeouts end at the calling thread's deadline
+//! ([`with_deadline`](super::with_deadline)) with `Timeout`, as a real store's request would:
+//! a latency of an hour models a store that hangs.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -8,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ObjectError, ObjectMeta, ObjectStore};
+use super::{deadline, ObjectError, ObjectMeta, ObjectStore};
 
 /// The operations of [`ObjectStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,7 +68,8 @@ impl std::fmt::Display for ObjectOp {
 /// Faults injected into one operation. The default injects nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FaultConfig {
-    /// Added to every call.
+    /// Added to every call. A call whose thread has a deadline sooner than that waits until the
+    /// deadline and fails with `Timeout` (counted as an injected fault).
     pub latency: Duration,
     /// Probability that a call fails with `Unavailable` without reaching the store.
     pub error_rate: f64,
@@ -73,7 +78,7 @@ pub struct FaultConfig {
     pub lost_response_rate: f64,
     /// Probability that a call waits `timeout` and then fails with `Timeout`.
     pub timeout_rate: f64,
-    /// How long a timed-out call waits before failing.
+    /// How long a timed-out call waits before failing (at most until the thread's deadline).
     pub timeout: Duration,
     /// When set, every call after the first N fails with `Unavailable`.
     pub fail_after: Option<u64>,
@@ -162,8 +167,13 @@ impl<S: ObjectStore> FaultyStore<S> {
             let roll = (st.rng >> 11) as f64 / (1u64 << 53) as f64;
             (st.faults[i], roll, st.calls[i])
         };
-        if !cfg.latency.is_zero() {
-            std::thread::sleep(cfg.latency);
+        let timed_out = || ObjectError::Timeout {
+            op,
+            key: key.to_string(),
+        };
+        if !cfg.latency.is_zero() && !deadline::sleep(cfg.latency) {
+            self.state().injected[op.index()] += 1;
+            return Verdict::Fail(timed_out());
         }
         let unavailable = |detail: &str| ObjectError::Unavailable {
             op,
@@ -181,11 +191,8 @@ impl<S: ObjectStore> FaultyStore<S> {
         } else if roll < cfg.error_rate {
             Verdict::Fail(unavailable("injected error"))
         } else if roll < cfg.error_rate + cfg.timeout_rate {
-            std::thread::sleep(cfg.timeout);
-            Verdict::Fail(ObjectError::Timeout {
-                op,
-                key: key.to_string(),
-            })
+            deadline::sleep(cfg.timeout);
+            Verdict::Fail(timed_out())
         } else if roll < cfg.error_rate + cfg.timeout_rate + cfg.lost_response_rate {
             Verdict::LoseResponse
         } else {
@@ -310,5 +317,75 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(matches!(s.size("a"), Err(ObjectError::Timeout { .. })));
         assert!(t.elapsed() >= Duration::from_millis(20));
+    }
+
+    /// Runs `f` on its own thread and waits at most `limit` for it, so that a call the deadline
+    /// fails to cut short fails the test instead of hanging it.
+    fn within<T: Send + 'static>(
+        limit: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (T, Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let r = f();
+            let _ = tx.send((r, t.elapsed()));
+        });
+        rx.recv_timeout(limit)
+            .expect("the call ignored its deadline")
+    }
+
+    #[test]
+    fn injected_latency_and_timeouts_end_at_the_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = std::sync::Arc::new(FaultyStore::new(
+            LocalDirStore::open(dir.path()).expect("open"),
+            7,
+        ));
+        s.put("a", Bytes::from_static(b"1")).expect("put");
+        let hour = Duration::from_secs(3600);
+        s.set(
+            ObjectOp::Get,
+            FaultConfig {
+                latency: hour,
+                ..Default::default()
+            },
+        );
+        s.set(
+            ObjectOp::Size,
+            FaultConfig {
+                timeout_rate: 1.0,
+                timeout: hour,
+                ..Default::default()
+            },
+        );
+        let budget = Duration::from_millis(200);
+        for op in [ObjectOp::Get, ObjectOp::Size] {
+            let s2 = s.clone();
+            let (r, took) = within(Duration::from_secs(10), move || {
+                let deadline = std::time::Instant::now() + budget;
+                crate::object::with_deadline(deadline, || match op {
+                    ObjectOp::Get => s2.get("a").map(|_| ()),
+                    _ => s2.size("a").map(|_| ()),
+                })
+            });
+            assert!(matches!(r, Err(ObjectError::Timeout { .. })), "{op}: {r:?}");
+            assert!(
+                took >= budget && took < Duration::from_secs(2),
+                "{op} took {took:?}"
+            );
+        }
+        assert_eq!(s.injected(ObjectOp::Get), 1);
+        // Latency shorter than what is left of the deadline is only latency.
+        s.set(
+            ObjectOp::Get,
+            FaultConfig {
+                latency: Duration::from_millis(5),
+                ..Default::default()
+            },
+        );
+        let far = std::time::Instant::now() + Duration::from_secs(60);
+        let got = crate::object::with_deadline(far, || s.get("a")).expect("in time");
+        assert_eq!(&got[..], b"1");
     }
 }

@@ -10,8 +10,13 @@
 //! [`FaultyStore`] wraps any store and injects latency, errors, timeouts and failure after N
 //! calls, per operation, for tests. `S3Store` (cargo feature `s3`) keeps them in an S3 bucket
 //! or any S3-compatible server.
+//!
+//! [`with_deadline`] bounds every request a thread makes while it runs a closure: a server runs
+//! an engine read inside it, and a hanging store costs that read its deadline, not the store's
+//! request timeout times the retry attempts.
 
 mod counting;
+pub(crate) mod deadline;
 mod faulty;
 mod local;
 mod retry;
@@ -23,6 +28,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use counting::{CountingStore, ObjectCounters};
+pub use deadline::with_deadline;
 pub use faulty::{FaultConfig, FaultyStore, ObjectOp};
 pub use local::LocalDirStore;
 pub use retry::{RetryPolicy, RetryingStore};
@@ -58,7 +64,8 @@ pub enum ObjectError {
         /// Size of the object.
         size: u64,
     },
-    /// The request did not complete in time.
+    /// The request did not complete in time: the store's own request timeout, or the deadline
+    /// the calling thread set with [`with_deadline`].
     #[error("{op} {key} timed out")]
     Timeout {
         /// The operation.
