@@ -9,7 +9,9 @@
 //! with backoff, and counting a request once per attempt keeps the engine's GET statistics
 //! honest. Each HTTP request has a deadline ([`S3Config::request_timeout`], plus time for the
 //! bytes of an upload at [`S3Config::min_upload_bytes_per_sec`]) covering the response body too,
-//! which the SDK's operation timeout does not.
+//! which the SDK's operation timeout does not. Under a deadline
+//! ([`with_deadline`](super::with_deadline)) a request's deadline is the sooner of the two, and a
+//! request is not sent at all once the deadline has passed.
 //!
 //! Credentials are read once, when the store is made: temporary credentials that expire make
 //! every request fail with `Rejected` until the store is made again. Parts of multipart uploads
@@ -33,7 +35,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use super::{validate_key, ObjectError, ObjectMeta, ObjectOp, ObjectStore};
+use super::{deadline, validate_key, ObjectError, ObjectMeta, ObjectOp, ObjectStore};
 
 /// Where the credentials of an [`S3Store`] come from.
 #[derive(Clone, PartialEq, Eq)]
@@ -301,7 +303,7 @@ impl S3Store {
         key: &str,
         fut: impl Future<Output = Result<T, ObjectError>> + Send + 'static,
     ) -> Result<T, ObjectError> {
-        let timeout = self.deadline(bytes);
+        let timeout = deadline::bound(self.deadline(bytes), op, key)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.spawn(async move {
             let _ = tx.send(tokio::time::timeout(timeout, fut).await);
@@ -427,7 +429,7 @@ impl S3Store {
             });
         if !matches!(result, Ok(true)) {
             let (client, bucket, k) = (client.clone(), bucket.clone(), k.clone());
-            let aborted = self.run(op, key, async move {
+            let abort = async move {
                 client
                     .abort_multipart_upload()
                     .bucket(bucket)
@@ -437,8 +439,25 @@ impl S3Store {
                     .await
                     .map(|_| ())
                     .map_err(|e| map_err(op, &k, e))
-            });
-            if let Err(e) = aborted {
+            };
+            if deadline::current().is_some() {
+                // The failure may be the deadline itself, which would refuse the abort too, and
+                // the caller is not to wait past it: the abort goes on in the background under
+                // the store's own timeout (the lifecycle rule covers it if it fails).
+                let (timeout, key) = (self.cfg.request_timeout, key.to_string());
+                self.spawn(async move {
+                    let outcome = match tokio::time::timeout(timeout, abort).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ObjectError::Timeout {
+                            op,
+                            key: key.clone(),
+                        }),
+                    };
+                    if let Err(e) = outcome {
+                        tracing::warn!(key, error = %e, "could not abort a failed multipart upload");
+                    }
+                });
+            } else if let Err(e) = self.run(op, key, abort) {
                 tracing::warn!(key, error = %e, "could not abort a failed multipart upload");
             }
         }
@@ -469,8 +488,14 @@ impl S3Store {
                     let (client, bucket, k) =
                         (self.client.clone(), self.bucket.clone(), key.to_string());
                     let (n, body, id) = (*n, body.clone(), upload_id.to_string());
-                    let timeout = self.deadline(body.len());
                     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                    let timeout = match deadline::bound(self.deadline(body.len()), op, key) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return rx;
+                        }
+                    };
                     self.spawn(async move {
                         let fut = client
                             .upload_part()
@@ -856,5 +881,46 @@ mod tests {
         c.part_size = 1 << 20;
         assert!(S3Store::new(c).is_err());
         assert!(S3Store::new(S3Config::new("").with_static_credentials("a", "b")).is_err());
+    }
+
+    /// A store whose endpoint accepts connections (the kernel's backlog does) but never
+    /// answers: every request hangs until its deadline.
+    fn silent_endpoint(request_timeout: Duration) -> (std::net::TcpListener, S3Store) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut c = S3Config::new("b")
+            .with_endpoint(format!("http://{addr}"))
+            .with_static_credentials("a", "b")
+            .with_region("us-east-1");
+        c.request_timeout = request_timeout;
+        (l, S3Store::new(c).expect("store"))
+    }
+
+    #[test]
+    fn a_request_gives_up_at_the_deadline() {
+        let (_l, s) = silent_endpoint(Duration::from_secs(30));
+        let t = std::time::Instant::now();
+        let budget = Duration::from_millis(300);
+        let r = crate::object::with_deadline(t + budget, || s.get("k"));
+        let took = t.elapsed();
+        assert!(matches!(r, Err(ObjectError::Timeout { .. })), "{r:?}");
+        assert!(
+            took >= budget && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_is_sent_once_the_deadline_has_passed() {
+        let (l, s) = silent_endpoint(Duration::from_secs(2));
+        l.set_nonblocking(true).expect("nonblocking");
+        let r = crate::object::with_deadline(std::time::Instant::now(), || {
+            s.put("k", Bytes::from_static(b"v"))
+        });
+        assert!(matches!(r, Err(ObjectError::Timeout { .. })), "{r:?}");
+        match l.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the store connected: {other:?}"),
+        }
     }
 }
