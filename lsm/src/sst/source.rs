@@ -40,7 +40,13 @@ pub(crate) enum Source {
 /// manifest names, or a short or invalid range, is corruption; a failure worth retrying is
 /// `Unavailable`; a refusal an operator must fix (credentials, bucket) is `Rejected`.
 pub(crate) fn object_error(label: &Path, e: ObjectError) -> Error {
-    if e.is_retryable() {
+    if matches!(e, ObjectError::Timeout { .. })
+        && crate::object::deadline::remaining().is_some_and(|left| left.is_zero())
+    {
+        // Whoever reads the error should know the store may be fine and the read simply ran
+        // out of its caller's time, not the store's.
+        Error::Unavailable(format!("{e} (the read's deadline passed)"))
+    } else if e.is_retryable() {
         Error::Unavailable(e.to_string())
     } else if matches!(e, ObjectError::Rejected { .. }) {
         Error::Rejected(e.to_string())
