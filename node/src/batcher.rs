@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use openraft::Raft;
 use raftlog::store::{Command, Op, OpResult, Reply, TypeConfig};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::network::Peers;
@@ -29,12 +29,17 @@ const MAX_OPS: usize = 1024;
 const MAX_BYTES: usize = 1 << 20;
 /// Requests waiting for an entry; beyond this, callers wait to enqueue.
 const QUEUE: usize = 8192;
+/// Key and value bytes of the requests queued or in flight; beyond this, callers wait to
+/// enqueue. 8,192 requests of 8 MiB each would otherwise be 64 GiB.
+const QUEUE_BYTES: usize = 64 << 20;
 
 type Answer = Result<Vec<OpResult>, ApiError>;
 
 struct Request {
     ops: Vec<Op>,
     reply: oneshot::Sender<Answer>,
+    /// This request's share of [`QUEUE_BYTES`], returned when it is answered (dropped).
+    _bytes: OwnedSemaphorePermit,
 }
 
 impl Request {
@@ -58,6 +63,7 @@ fn op_bytes(op: &Op) -> usize {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Request>,
+    bytes: Arc<Semaphore>,
 }
 
 impl Batcher {
@@ -66,14 +72,32 @@ impl Batcher {
     pub fn spawn(raft: Raft<TypeConfig>, peers: Peers) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(rx, raft, peers));
-        Batcher { tx }
+        Batcher {
+            tx,
+            bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
+        }
     }
 
     /// Proposes `ops` (applied together, in order, in one entry) and returns one result per op.
+    /// Every wait here (for room in the queue, for the outcome) ends when the caller's future is
+    /// dropped, as the request deadline does (`guard::deadline`).
     pub async fn write(&self, ops: Vec<Op>) -> Answer {
+        let size: usize = ops.iter().map(op_bytes).sum();
+        // A request larger than the whole budget waits for all of it: it goes alone.
+        let share = u32::try_from(size.clamp(1, QUEUE_BYTES)).unwrap_or(u32::MAX);
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { ops, reply })
+            .send(Request {
+                ops,
+                reply,
+                _bytes: permit,
+            })
             .await
             .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
         rx.await

@@ -203,9 +203,55 @@ pub struct ServeArgs {
     /// the send time of heartbeats a quorum acknowledged.
     #[arg(long, env = "STRATA_MAX_CLOCK_DRIFT_MS", default_value_t = 100)]
     pub max_clock_drift_ms: u64,
+    /// Milliseconds a client has to send a request's headers, counted from when the connection
+    /// waits for them (opened, or done with its previous request): slow or stalled clients
+    /// (slowloris) are disconnected.
+    #[arg(long, env = "STRATA_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a request may take, body included, before it is answered 503 `timeout` (a
+    /// write may still be applied after that: its outcome is unknown).
+    #[arg(long, env = "STRATA_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Milliseconds a connection may go without a byte read or written before it is closed.
+    #[arg(long, env = "STRATA_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; beyond this, new ones wait in the listen backlog.
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Client requests served at once (node-to-node calls are not counted); beyond this,
+    /// requests are answered 503 `overloaded` with Retry-After.
+    #[arg(long, env = "STRATA_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+    /// Milliseconds shutdown waits for requests in flight before closing their connections.
+    #[arg(long, env = "STRATA_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Reads that may wait on disk or the object store (table blocks not in the cache) run on
+    /// at most this many threads at once; beyond it they wait, within the request timeout.
+    #[arg(long, env = "STRATA_READ_THREADS", default_value_t = 64)]
+    pub read_threads: usize,
+    /// Bytes of keys and values in one scan page, at most (a page holds at least one item).
+    #[arg(long, env = "STRATA_SCAN_PAGE_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub scan_page_bytes: u64,
 }
 
 impl ServeArgs {
+    /// Refuses settings no parser can: an empty token or cluster secret (from any source) would
+    /// look configured and protect nothing.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("--token (STRATA_TOKEN)", &self.token),
+            (
+                "--cluster-secret (STRATA_CLUSTER_SECRET)",
+                &self.cluster_secret,
+            ),
+        ] {
+            if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                anyhow::bail!("{name} is empty: give a secret, or leave the option out");
+            }
+        }
+        Ok(())
+    }
+
     /// How long a leader's lease lasts past the send time a quorum acknowledged (none when the
     /// drift bound leaves nothing of the election timeout: lease reads then use a read index).
     pub fn lease_duration(&self) -> std::time::Duration {

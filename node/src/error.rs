@@ -54,15 +54,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON request body, or the 400 (415 without a JSON content type) saying why not.
+/// A JSON request body, or the 400 (415 without a JSON content type, 413 over the route's
+/// limit) saying why not.
 pub fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    body.map(|Json(t)| t).map_err(|e| {
-        if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+    body.map(|Json(t)| t).map_err(|e| match e.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::new(e.status(), "unsupported_media_type", e.body_text())
-        } else {
-            ApiError::bad_request(e.body_text())
         }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(e.status(), "payload_too_large", e.body_text())
+        }
+        _ => ApiError::bad_request(e.body_text()),
     })
 }

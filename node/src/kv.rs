@@ -58,17 +58,19 @@ fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
     Ok(key.as_bytes().to_vec())
 }
 
-/// A time to live given in seconds (`name` is the parameter), in milliseconds: at least 1 s.
+/// The longest time to live: 100 years. Expiry times then stay below 2^53 ms, which every JSON
+/// client (JavaScript's numbers included) holds exactly.
+pub(crate) const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// A time to live given in seconds (`name` is the parameter), in milliseconds: 1 s to
+/// [`MAX_TTL_SECS`].
 pub(crate) fn ttl_ms(seconds: Option<u64>, name: &str) -> Result<Option<u64>, ApiError> {
     match seconds {
         None => Ok(None),
-        Some(0) => Err(ApiError::bad_request(format!(
-            "{name} must be at least 1 second"
+        Some(s) if (1..=MAX_TTL_SECS).contains(&s) => Ok(Some(s * 1000)),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be 1 to {MAX_TTL_SECS} seconds"
         ))),
-        Some(s) => s
-            .checked_mul(1000)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("{name} is too large"))),
     }
 }
 
@@ -243,11 +245,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let key = check_key(&key)?;
     let mode = read_point(&state, q.consistency.as_deref()).await?;
-    let v = state
-        .replica
-        .sm
-        .get(&key)
-        .map_err(|e| ApiError::unavailable(format!("read failed: {e}")))?;
+    let v = state.read(key).await?;
     match v {
         Some(v) => {
             let mut r = (StatusCode::OK, v.value).into_response();

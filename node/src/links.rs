@@ -415,17 +415,15 @@ fn not_found() -> ApiError {
 
 /// Reads a link and its version from this node (a local read: links change only by creation
 /// and deletion); `None` when there is none (or `code` cannot name one).
-pub(crate) fn lookup(state: &AppState, code: &str) -> Result<Option<(Stored, u64)>, ApiError> {
+pub(crate) async fn lookup(
+    state: &AppState,
+    code: &str,
+) -> Result<Option<(Stored, u64)>, ApiError> {
     // Every stored code passes the check (generated ones too), so nothing else can exist.
     if check_code(code).is_err() {
         return Ok(None);
     }
-    let Some(v) = state
-        .replica
-        .sm
-        .get(&link_key(code))
-        .map_err(|e| ApiError::unavailable(format!("read failed: {e}")))?
-    else {
+    let Some(v) = state.read(link_key(code)).await? else {
         return Ok(None);
     };
     let stored: Stored = serde_json::from_slice(&v.value)
@@ -433,8 +431,8 @@ pub(crate) fn lookup(state: &AppState, code: &str) -> Result<Option<(Stored, u64
     Ok(Some((stored, v.version)))
 }
 
-fn load(state: &AppState, code: &str) -> Result<(Stored, u64), ApiError> {
-    lookup(state, code)?.ok_or_else(not_found)
+async fn load(state: &AppState, code: &str) -> Result<(Stored, u64), ApiError> {
+    lookup(state, code).await?.ok_or_else(not_found)
 }
 
 /// `GET /{code}`: redirects to the link's target (302 unless configured otherwise) and counts
@@ -443,12 +441,12 @@ pub async fn redirect(
     State(state): State<AppState>,
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (stored, version) = load(&state, &code)?;
+    let (stored, version) = load(&state, &code).await?;
     let location = HeaderValue::from_str(&stored.target)
         .map_err(|_| ApiError::unavailable("stored target is not a valid header value"))?;
     // The stored count matters only for a limit: unlimited links skip that read.
     let counter = match stored.max_visits {
-        Some(_) => read_counter(&state, &code, version)?,
+        Some(_) => read_counter(&state, &code, version).await?,
         None => Counter::default(),
     };
     if !state
@@ -471,8 +469,8 @@ pub async fn info(
     State(state): State<AppState>,
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (stored, version) = load(&state, &code)?;
-    let counter = read_counter(&state, &code, version)?;
+    let (stored, version) = load(&state, &code).await?;
+    let counter = read_counter(&state, &code, version).await?;
     let visits = state.visits.total(&code, version, counter);
     Ok(Json(describe(&state, &code, &stored, version, visits)).into_response())
 }
@@ -484,7 +482,7 @@ pub async fn delete(
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
     state.authorize(&headers)?;
-    load(&state, &code)?;
+    load(&state, &code).await?;
     let cmd = Command::Write {
         ops: vec![
             Op::Delete {

@@ -8,13 +8,17 @@ mod config_file;
 mod cursor;
 mod error;
 mod forward;
+mod guard;
+mod http;
 mod identity;
 mod kv;
 mod lease;
 mod links;
 mod metrics;
 mod network;
+mod openapi;
 mod ratelimit;
+mod read_pool;
 mod reads;
 mod rpc;
 mod scan;
@@ -42,11 +46,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = config::Cli::parse();
+    // openraft logs every election and membership step at INFO: a user wants Strata's own
+    // events and openraft's warnings; RUST_LOG asks for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let mut builder = match &cli.command {

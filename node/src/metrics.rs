@@ -72,7 +72,13 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    // Methods are a client's free text: any other than HTTP's own are one label value, or
+    // each invented method would add a series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let began = Instant::now();
     let resp = next.run(req).await;
     let labels = vec![("route".to_string(), route), ("method".to_string(), method)];

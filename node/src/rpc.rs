@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::network::{SECRET_HEADER, TARGET_HEADER, VERSION_HEADER, WIRE_VERSION};
+use crate::network::{TARGET_HEADER, VERSION_HEADER, WIRE_VERSION};
 use crate::server::AppState;
 
 /// Checks the secret (in constant time) and the wire version, then decodes the body.
@@ -23,21 +23,9 @@ fn admit<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, ApiError> {
-    let Some(secret) = state.cluster_secret() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this node has no cluster secret: node-to-node calls are disabled",
-        ));
-    };
-    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
-    if !given.is_some_and(|g| crate::server::same_secret(g, secret.as_bytes())) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong cluster secret",
-        ));
-    }
+    // Checked before the body was read too (`guard::require_secret`); again here, so no route
+    // can decode a body without it.
+    crate::guard::check_secret(state, headers)?;
     let version = headers.get(VERSION_HEADER).map(|v| v.as_bytes());
     if version != Some(WIRE_VERSION.as_bytes()) {
         return Err(ApiError::bad_request(format!(

@@ -5,7 +5,9 @@
 //! A page is `{"items": [{"key", "value", "version"}...], "cursor"}`. Values (and keys) that are
 //! not UTF-8 are base64 (standard alphabet, padded) with `"encoding": "base64"` (for keys,
 //! `"key_encoding": "base64"`). `cursor` is `null` on the last page; otherwise passing it back
-//! as `?cursor=` (with the same range) resumes right after the page.
+//! as `?cursor=` (with the same range) resumes right after the page. A page holds at most
+//! `limit` items and `--scan-page-bytes` of keys and values (but always one item): a page of
+//! 1,000 values of 8 MiB would otherwise be built in memory whole.
 
 use std::ops::Bound;
 
@@ -204,31 +206,36 @@ pub async fn scan(
     }
     let mode = crate::kv::read_point(&state, q.consistency.as_deref()).await?;
 
-    // Reading tables may wait on the object store: off the async workers.
+    // Reading tables may wait on the object store: off the async workers, under the deadline.
     let replica = state.replica.clone();
-    let page =
-        tokio::task::spawn_blocking(move || read_page(replica.sm.db(), lo, hi, limit, reverse))
-            .await
-            .map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))??;
+    let max_bytes = state.scan_page_bytes();
+    let page = state
+        .read_pool()
+        .run(move || read_page(replica.sm.db(), lo, hi, limit, max_bytes, reverse))
+        .await?;
     let mut r = Json(page).into_response();
     r.headers_mut()
         .insert(crate::kv::READ_HEADER, mode.header());
     Ok(r)
 }
 
-/// Reads up to `limit` pairs (and one more, to know whether a next page exists).
+/// Reads up to `limit` pairs holding at most `max_bytes` of keys and values (at least one pair,
+/// whatever its size), and the pair after them, which says whether a next page exists.
 fn read_page(
     db: &lsm::Db,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     limit: usize,
+    max_bytes: usize,
     reverse: bool,
 ) -> Result<serde_json::Value, ApiError> {
     let mut segs = segments(lo, hi);
     if reverse {
         segs.reverse();
     }
-    let mut found: Vec<(Bytes, Bytes)> = Vec::with_capacity(limit + 1);
+    let mut found: Vec<(Bytes, Bytes)> = Vec::with_capacity(limit.min(64));
+    let mut bytes = 0usize;
+    let mut next: Option<Bytes> = None;
     'segments: for seg in segs {
         let it = db.range(seg);
         let it: Box<dyn Iterator<Item = lsm::Result<(Bytes, Bytes)>>> = if reverse {
@@ -237,26 +244,23 @@ fn read_page(
             Box::new(it)
         };
         for r in it {
-            let pair = r.map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))?;
-            found.push(pair);
-            if found.len() > limit {
+            let (key, value) =
+                r.map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))?;
+            let size = key.len() + value.len();
+            if found.len() == limit || (!found.is_empty() && bytes + size > max_bytes) {
+                next = Some(key);
                 break 'segments;
             }
+            bytes += size;
+            found.push((key, value));
         }
     }
-    let cursor = if found.len() > limit {
-        found.truncate(limit + 1);
-        let c = if reverse {
-            // The last key returned: the next page ends (exclusive) there.
-            encode_cursor(REVERSE, &found[limit - 1].0)
-        } else {
-            // The first key not returned: the next page starts (inclusive) there.
-            encode_cursor(FORWARD, &found[limit].0)
-        };
-        found.truncate(limit);
-        Some(c)
-    } else {
-        None
+    let cursor = match (next, found.last()) {
+        // The last key returned: the next page ends (exclusive) there.
+        (Some(_), Some((last, _))) if reverse => Some(encode_cursor(REVERSE, last)),
+        // The first key not returned: the next page starts (inclusive) there.
+        (Some(first_left), _) => Some(encode_cursor(FORWARD, &first_left)),
+        (None, _) => None,
     };
     let mut items = Vec::with_capacity(found.len());
     for (key, stored) in found {

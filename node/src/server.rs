@@ -1,14 +1,14 @@
 //! The node: one replica started from the data directory, and the HTTP API in front of it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::middleware;
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlog::{MaintainerOptions, Replica};
@@ -21,9 +21,11 @@ use crate::lease::{Leases, VoteGuard};
 use crate::metrics::Metrics;
 use crate::network::{Network, Peers, MAX_RPC_BODY};
 use crate::ratelimit::RateLimiter;
+use crate::read_pool::ReadPool;
 use crate::reads::ReadIndex;
 use crate::visits::Visits;
-use crate::{admin, kv, links, rpc};
+use crate::{admin, guard, kv, links, rpc};
+use tokio::sync::Semaphore;
 
 /// What every handler sees: one `Arc`, since axum clones the state for every extractor of every
 /// request (a struct of a dozen `Arc`s was ~2% of a loaded node's CPU in reference counting).
@@ -58,6 +60,10 @@ pub struct Shared {
     vote_guard: VoteGuard,
     /// The cluster this node belongs to.
     pub identity: Arc<Identity>,
+    /// Key and value bytes in one scan page, at most.
+    scan_page_bytes: usize,
+    /// Where reads that may block run.
+    read_pool: ReadPool,
 }
 
 /// `a == b`, in time that depends only on their lengths.
@@ -141,6 +147,29 @@ impl Shared {
             return Err("the leader has not applied its term's first entry yet");
         }
         Ok(self.leases.commit_sent())
+    }
+
+    /// Key and value bytes in one scan page, at most (a page holds at least one item).
+    pub fn scan_page_bytes(&self) -> usize {
+        self.scan_page_bytes
+    }
+
+    /// Where engine reads that may touch disk or the object store run (see [`crate::read_pool`]).
+    pub fn read_pool(&self) -> &ReadPool {
+        &self.read_pool
+    }
+
+    /// Reads `key` from this node's state machine: on the async worker when memory answers
+    /// (memtables, filters, cached blocks), else on the read pool under the request deadline.
+    pub async fn read(&self, key: Vec<u8>) -> Result<Option<raftlog::sm::Versioned>, ApiError> {
+        let failed = |e: raftlog::Error| ApiError::unavailable(format!("read failed: {e}"));
+        if let Some(r) = self.replica.sm.get_without_io(&key) {
+            return r.map_err(failed);
+        }
+        let replica = self.replica.clone();
+        self.read_pool
+            .run(move || replica.sm.get(&key).map_err(failed))
+            .await
     }
 
     /// The per-client limit on link creation.
@@ -387,8 +416,14 @@ async fn end_rejoin(replica: Arc<Replica>, identity: Arc<Identity>) {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Alive: the process answers and its Raft group member still runs. After a fatal Raft error
+/// (a log write failed, say) the node serves nothing useful and says so, so that a supervisor
+/// restarts it.
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = state.replica.raft.metrics();
+    let running = m.borrow().running_state.clone();
+    running.map_err(|fatal| ApiError::unavailable(format!("raft has stopped: {fatal}")))?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
 /// Ready when the group has a leader and this node has applied everything committed (as of a
@@ -438,40 +473,110 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
     })))
 }
 
-fn router(state: AppState, max_body: usize, metrics: Arc<Metrics>) -> Router {
-    Router::new()
+/// Body limits of the routes that read a body (the `PUT /kv` one is `--max-body-bytes`).
+const SMALL_BODY: usize = 64 << 10;
+/// One link: a URL of at most 2 KiB and a code, as JSON.
+const LINK_BODY: usize = 16 << 10;
+/// A batch of up to [`crate::links::MAX_BATCH`] links.
+const LINK_BATCH_BODY: usize = 4 << 20;
+
+/// A method router's routes so far behind the token (checked before the body is read) and a
+/// body limit.
+fn authed(
+    routes: MethodRouter<AppState>,
+    state: &AppState,
+    body_limit: usize,
+) -> MethodRouter<AppState> {
+    routes
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+}
+
+/// A node-to-node route with its body limit.
+fn rpc_route(routes: MethodRouter<AppState>, body_limit: usize) -> MethodRouter<AppState> {
+    routes.layer(DefaultBodyLimit::max(body_limit))
+}
+
+/// The bounds the router applies to each request.
+pub struct RouterLimits {
+    pub max_body: usize,
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+}
+
+fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Router {
+    let s = &state;
+    let client = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/kv", get(kv::scan))
-        .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/api/links", post(links::create))
-        .route("/api/links/batch", post(links::create_batch))
-        .route("/api/links/{code}", get(links::info).delete(links::delete))
-        .route("/{code}", get(links::redirect))
-        .route("/admin/status", get(admin::status))
-        .route("/admin/init", post(admin::init))
-        .route("/admin/learners", post(admin::add_learner))
-        .route("/admin/membership", post(admin::change_membership))
-        .layer(DefaultBodyLimit::max(max_body))
-        .merge(
-            Router::new()
-                .route("/raft/append", post(rpc::append))
-                .route("/raft/vote", post(rpc::vote))
-                .route("/raft/snapshot", post(rpc::snapshot))
-                .route("/raft/propose", post(rpc::propose))
-                .route("/raft/read-index", post(rpc::read_index))
-                .layer(DefaultBodyLimit::max(MAX_RPC_BODY)),
+        .route(
+            "/kv/{*key}",
+            authed(put(kv::put).delete(kv::delete), s, limits.max_body).get(kv::get),
         )
+        .route("/api/links", authed(post(links::create), s, LINK_BODY))
+        .route(
+            "/api/links/batch",
+            authed(post(links::create_batch), s, LINK_BATCH_BODY),
+        )
+        .route(
+            "/api/links/{code}",
+            authed(delete(links::delete), s, SMALL_BODY).get(links::info),
+        )
+        .route("/{code}", get(links::redirect))
+        .route("/admin/status", authed(get(admin::status), s, SMALL_BODY))
+        .route("/admin/init", authed(post(admin::init), s, SMALL_BODY))
+        .route(
+            "/admin/learners",
+            authed(post(admin::add_learner), s, SMALL_BODY),
+        )
+        .route(
+            "/admin/membership",
+            authed(post(admin::change_membership), s, SMALL_BODY),
+        )
+        .route("/openapi.json", get(crate::openapi::handler))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            guard::bound_in_flight,
+        ));
+    // Node-to-node calls are not counted against clients' in-flight bound: clients crowding
+    // the node must not starve its heartbeats.
+    let raft = Router::new()
+        .route("/raft/append", rpc_route(post(rpc::append), MAX_RPC_BODY))
+        .route("/raft/vote", rpc_route(post(rpc::vote), SMALL_BODY))
+        .route(
+            "/raft/snapshot",
+            rpc_route(post(rpc::snapshot), MAX_RPC_BODY),
+        )
+        .route("/raft/propose", rpc_route(post(rpc::propose), MAX_RPC_BODY))
+        .route(
+            "/raft/read-index",
+            rpc_route(post(rpc::read_index), SMALL_BODY),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_secret,
+        ));
+    client
+        .merge(raft)
+        .route_layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            guard::deadline,
+        ))
         .with_state(state)
         .merge(
             Router::new()
                 .route("/metrics", get(crate::metrics::handler))
                 .with_state(metrics.clone()),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             metrics,
             crate::metrics::track,
         ))
+        .layer(middleware::from_fn(guard::json_errors))
 }
 
 /// How long shutdown waits for the last visit flush.
@@ -530,6 +635,7 @@ async fn shutdown_signal() {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     // Before anything: votes are refused counting from here (see `crate::lease`).
     let started = std::time::Instant::now();
+    args.validate()?;
     if args.token.is_none() {
         tracing::warn!(
             "NO TOKEN CONFIGURED: anyone who can reach {} can write; set --token or STRATA_TOKEN",
@@ -575,6 +681,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         leases,
         identity,
         vote_guard: VoteGuard::new(started, Duration::from_millis(args.election_timeout_max_ms)),
+        scan_page_bytes: usize::try_from(args.scan_page_bytes).unwrap_or(usize::MAX),
+        read_pool: ReadPool::new(
+            args.read_threads,
+            Duration::from_millis(args.request_timeout_ms),
+        ),
     }));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let chores = tokio::spawn(background(state.clone(), stopped));
@@ -582,19 +693,29 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // On stdout, for scripts and tests that start the node on port 0.
     println!("strata: listening on http://{addr}");
     let metrics = Arc::new(Metrics::new(replica.clone()));
-    // The peer address keys the per-client rate limit.
-    let app = router(state, args.max_body_bytes, metrics)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP");
+    let limits = RouterLimits {
+        max_body: args.max_body_bytes,
+        max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+    };
+    let app = router(state, limits, metrics);
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::Limits {
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        },
+        shutdown_signal(),
+    )
+    .await;
     // Best effort: write the visits counted since the last flush before Raft stops.
     let _ = stop.send(true);
     if tokio::time::timeout(CHORES_STOP, chores).await.is_err() {
         tracing::warn!("the last visit counts were not written in time");
     }
-    served?;
     // Requests are done; stop Raft (the memtables' writes are in the Raft log).
     let _ = replica.raft.shutdown().await;
     Ok(())

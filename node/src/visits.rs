@@ -56,12 +56,12 @@ pub struct Counter {
 }
 
 /// Reads the counter of link `code` at `link_version` from this node's state machine.
-pub fn read_counter(state: &AppState, code: &str, link_version: u64) -> Result<Counter, ApiError> {
-    let v = state
-        .replica
-        .sm
-        .get(&counter_key(code))
-        .map_err(|e| ApiError::unavailable(format!("read failed: {e}")))?;
+pub async fn read_counter(
+    state: &AppState,
+    code: &str,
+    link_version: u64,
+) -> Result<Counter, ApiError> {
+    let v = state.read(counter_key(code)).await?;
     Ok(match v {
         None => Counter::default(),
         Some(v) => {
@@ -193,7 +193,7 @@ impl Visits {
         for (code, link_version) in todo {
             // Local reads: a stale counter version only makes the update rejected and retried.
             // A failed read leaves the visits pending for the next flush.
-            let link = match crate::links::lookup(state, &code) {
+            let link = match crate::links::lookup(state, &code).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(code, error = %e.message, "reading a link to count its visits");
@@ -214,7 +214,7 @@ impl Visits {
                 }
                 continue;
             };
-            let counter = match read_counter(state, &code, link_version) {
+            let counter = match read_counter(state, &code, link_version).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(code, error = %e.message, "reading a visit counter");

@@ -194,3 +194,66 @@ fn pump(mut from: TcpStream, mut to: TcpStream, blocked: impl Fn() -> bool, stop
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
 }
+
+/// One TCP proxy in front of a single server (an object store, say) that can hold every byte
+/// in both directions: the server then seems to hang, as a stalled S3 endpoint does, without
+/// refusing anything.
+pub struct Gate {
+    addr: SocketAddr,
+    held: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Gate {
+    /// Starts the proxy to `upstream` on a free loopback port.
+    pub fn start(upstream: SocketAddr) -> std::io::Result<Gate> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let held = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (held.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(POLL);
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let (h, s) = (h.clone(), s.clone());
+                thread::spawn(move || {
+                    let Ok(server) = TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    let _ = conn.set_nonblocking(false);
+                    let (Ok(c2), Ok(s2)) = (conn.try_clone(), server.try_clone()) else {
+                        return;
+                    };
+                    let (h2, st2) = (h.clone(), s.clone());
+                    thread::spawn(move || pump(c2, s2, move || h2.load(Ordering::SeqCst), st2));
+                    pump(server, conn, move || h.load(Ordering::SeqCst), s);
+                });
+            }
+        });
+        Ok(Gate { addr, held, stop })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Holds (`true`) or lets through (`false`) every byte from now on.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
+    }
+}
