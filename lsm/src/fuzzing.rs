@@ -393,9 +393,13 @@ pub fn seeds() -> crate::Result<Vec<Seed>> {
 
     let wal = write_wal(&dir.0)?;
     add("lsm_wal", "reject-torn-tail", wal[..wal.len() - 3].to_vec());
+    // Zeros after the records are the space written ahead of them: the end, not damage.
+    let mut ahead = wal.clone();
+    ahead.resize(wal.len() + 64, 0);
+    add("lsm_wal", "valid-zeros-ahead", ahead);
     add("lsm_wal", "valid-three-batches", wal);
     add("lsm_wal", "valid-empty", Vec::new());
-    add("lsm_wal", "reject-zeros", vec![0; 32]);
+    add("lsm_wal", "valid-zeros", vec![0; 32]);
 
     let (manifest, edit) = write_manifest(&dir.0)?;
     add("lsm_manifest", "reject-header-only", {
@@ -494,6 +498,8 @@ fn write_wal(dir: &Path) -> crate::Result<Vec<u8>> {
         .map(|wb| wb.resolved_rep(|| 1_700_000_000_000).into_owned())
         .collect();
     w.append(reps.iter().zip(1u64..).map(|(r, s)| (s, &r[..])), true)?;
+    // Retired: the zeros written ahead of the records are cut.
+    w.retire()?;
     std::fs::read(wal::segment_path(dir, 1)).map_err(|e| crate::Error::io("reading a seed WAL", e))
 }
 

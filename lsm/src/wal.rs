@@ -11,6 +11,10 @@
 //! and, if any writer asked for it, one `fdatasync`. A segment is synced before the next one is
 //! created, so a later segment's header claims every record of the earlier ones durable.
 //!
+//! The records may be followed by zeros: space written ahead of the appends (see [`PREALLOC`]),
+//! cut off when the segment is retired. A zero length ends the records (see `framing`), so
+//! replay reads a tail of zeros as the end of the segment, neither damage nor a torn tail.
+//!
 //! Version 1 had no header and no claims (`entry := seq u64 LE | batch`); such segments are
 //! still replayed, by the conservative rule: damage is a torn tail only when the bad record
 //! reaches the end of the file or only zeros follow it, and is refused otherwise. Telling a
@@ -19,6 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::claim;
@@ -29,6 +34,15 @@ use crate::{Error, Result};
 const MAGIC: &[u8; 8] = b"SLSMWAL\0";
 /// Format version of the segments this build writes.
 const VERSION: u32 = 2;
+
+/// Zeros written past the end of the records whenever an append would reach past those already
+/// there. An `fdatasync` after a write that grew the file must also commit the new size and
+/// blocks through the filesystem's journal; one that only overwrote zeros already on disk
+/// flushes the data alone (the Raft log measured 0.10-0.12 ms against 0.19-0.21 ms per synced
+/// 1.5 KiB write on ext4). `fallocate` does not do: its unwritten extents are converted, through
+/// the journal, by the first write into them. With 1 MiB ahead, one synced write in several
+/// thousand pays for the journal instead of each one.
+pub(crate) const PREALLOC: u64 = 1 << 20;
 
 pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:06}.wal"))
@@ -44,6 +58,10 @@ pub(crate) struct WalWriter {
     next_index: u64,
     /// Records below this index are durable: what the next record may claim.
     synced: u64,
+    /// Where the next record goes: the end of the records.
+    end: u64,
+    /// Length of the file: the records and the zeros written ahead of them.
+    allocated: u64,
 }
 
 impl WalWriter {
@@ -65,6 +83,7 @@ impl WalWriter {
             .and_then(|_| file.sync_data())
             .ctx(|| format!("writing the header of {}", path.display()))?;
         crate::fsutil::sync_dir(dir)?;
+        let end = buf.len() as u64;
         Ok(WalWriter {
             file,
             number,
@@ -72,6 +91,8 @@ impl WalWriter {
             buf,
             next_index: 1,
             synced: 1,
+            end,
+            allocated: end,
         })
     }
 
@@ -96,14 +117,37 @@ impl WalWriter {
             framing::frame_parts(&mut self.buf, &[&head, rep]);
             index += 1;
         }
+        let records = self.buf.len() as u64;
+        // The zeros go in the same write as the records, so the sync that makes these records
+        // durable makes the space ahead durable too, once.
+        let past = self.end + records;
+        let ahead = if past > self.allocated { PREALLOC } else { 0 };
+        self.buf.resize((records + ahead) as usize, 0);
         self.file
-            .write_all(&self.buf)
+            .write_all_at(&self.buf, self.end)
             .ctx(|| format!("appending to {}", self.path.display()))?;
+        self.buf.truncate(records as usize);
+        self.end = past;
+        if ahead > 0 {
+            self.allocated = past + ahead;
+        }
         self.next_index = index;
         if sync {
             self.sync()?;
         }
-        Ok(self.buf.len())
+        Ok(records as usize)
+    }
+
+    /// Syncs the segment and cuts the zeros ahead of its records, for a segment no more writes
+    /// will go to: it is left as long as its records, as replay and tools expect.
+    pub(crate) fn retire(&mut self) -> Result<()> {
+        if self.allocated > self.end {
+            self.file
+                .set_len(self.end)
+                .ctx(|| format!("cutting the space ahead in {}", self.path.display()))?;
+            self.allocated = self.end;
+        }
+        self.sync()
     }
 
     /// `fdatasync`; every record written so far is durable when this returns.
@@ -200,7 +244,9 @@ pub(crate) fn replay_bytes(
         out.records += 1;
         valid += framing::HEADER_LEN + payload.len();
     }
-    if valid == data.len() {
+    // Zeros after the records: space written ahead of them (or a file whose last writes never
+    // reached the disk, which is the same to the reader): the end of the segment.
+    if data[valid..].iter().all(|b| *b == 0) {
         return Ok(out);
     }
     let proof = match version {
@@ -244,15 +290,16 @@ pub(crate) fn has_first_record(path: &Path) -> Result<bool> {
     Ok(Records::new(&data).next().is_some())
 }
 
-/// True when the segment at `path` may hold logged writes: anything beyond a header. (A header
-/// alone is what a crash between creating the segment and using it leaves.)
+/// True when the segment at `path` may hold logged writes: anything beyond a header but zeros.
+/// (A header alone, and the zeros written ahead of the first record, is what a crash between
+/// creating the segment and using it leaves.)
 pub(crate) fn holds_writes(path: &Path) -> Result<bool> {
     let data = std::fs::read(path).ctx(|| format!("reading WAL segment {}", path.display()))?;
     let header = Records::new(&data)
         .next()
         .filter(|first| header_version(first) != 1)
         .map_or(0, |first| framing::HEADER_LEN + first.len());
-    Ok(data.len() > header)
+    Ok(data[header..].iter().any(|b| *b != 0))
 }
 
 /// Cuts a torn tail off, durably, so that segments created after this recovery do not make it
@@ -305,6 +352,48 @@ mod tests {
         let empty = WalWriter::create(d.path(), 2).unwrap();
         assert!(!holds_writes(&segment_path(d.path(), empty.number())).unwrap());
         assert!(holds_writes(&path).unwrap());
+    }
+
+    #[test]
+    fn zeros_ahead_end_the_records_and_are_cut_on_retire() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(d.path(), 1).unwrap();
+        let path = segment_path(d.path(), 1);
+        let header_len = std::fs::metadata(&path).unwrap().len();
+        let rep = [9u8; 100];
+        w.append([(1, &rep[..])].into_iter(), true).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len >= PREALLOC, "{len}: no space written ahead");
+        // Later appends overwrite the zeros: the file does not grow.
+        for seq in 2..100 {
+            w.append([(seq, &rep[..])].into_iter(), seq % 10 == 0)
+                .unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        let (seqs, r) = replay(&path).unwrap();
+        assert_eq!(seqs, (1..100).collect::<Vec<_>>());
+        assert_eq!(
+            (r.torn_at, r.dropped),
+            (None, 0),
+            "zeros are not a torn tail"
+        );
+        w.retire().unwrap();
+        let cut = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(cut, w.end);
+        assert!(cut > header_len && cut < PREALLOC);
+        assert_eq!(replay(&path).unwrap().0.len(), 99);
+
+        let mut empty = WalWriter::create(d.path(), 2).unwrap();
+        let rep2 = [1u8; 10];
+        empty.append([(1, &rep2[..])].into_iter(), false).unwrap();
+        let p2 = segment_path(d.path(), 2);
+        assert!(holds_writes(&p2).unwrap());
+        // The record never reached the disk; the zeros ahead of it did.
+        edit_file(&p2, |data| {
+            let at = header_len as usize;
+            data[at..].iter_mut().for_each(|b| *b = 0);
+        });
+        assert!(!holds_writes(&p2).unwrap());
     }
 
     #[test]

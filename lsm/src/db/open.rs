@@ -503,6 +503,8 @@ mod tests {
             let rep = b.resolved_rep(|| 0).into_owned();
             w.append([(seq, &rep[..])].into_iter(), true).unwrap();
         }
+        // As a memtable switch does: the first segment is retired before the next is created.
+        w.retire().unwrap();
         WalWriter::create(dir, 2).unwrap();
         let data = std::fs::read(wal::segment_path(dir, 1)).unwrap();
         let mut at = 0;

@@ -258,7 +258,7 @@ impl Inner {
         if let Some(w) = ws.wal.as_mut() {
             // After a failed fsync the kernel may have dropped the dirty pages: a later sync
             // could succeed over a hole. Stop accepting writes.
-            w.sync().inspect_err(|e| self.set_bg_error(e.clone()))?;
+            w.retire().inspect_err(|e| self.set_bg_error(e.clone()))?;
         }
         let mut vs = lock(&self.versions);
         // Re-read the view under the versions lock: a flush or compaction may have installed a

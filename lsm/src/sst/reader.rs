@@ -409,11 +409,7 @@ impl Table {
 
     /// As [`get`](Self::get) when the block is in the block cache; `None` when answering would
     /// read the file or the object store.
-    pub fn get_cached(
-        &self,
-        user_key: &[u8],
-        seek_key: &[u8],
-    ) -> Option<Result<Option<Entry>>> {
+    pub fn get_cached(&self, user_key: &[u8], seek_key: &[u8]) -> Option<Result<Option<Entry>>> {
         let i = self.find_block(seek_key);
         let Some(entry) = self.index.get(i) else {
             return Some(Ok(None));
