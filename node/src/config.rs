@@ -205,7 +205,8 @@ pub struct ServeArgs {
     pub max_clock_drift_ms: u64,
     /// Milliseconds a client has to send a request's headers, counted from when the connection
     /// waits for them (opened, or done with its previous request): slow or stalled clients
-    /// (slowloris) are disconnected.
+    /// (slowloris) are disconnected. Keep it above 4 s in a group: other nodes reuse an idle
+    /// connection for up to 4 s.
     #[arg(long, env = "STRATA_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_ms: u64,
     /// Milliseconds a request may take, body included, before it is answered 503 `timeout` (a

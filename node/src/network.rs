@@ -102,8 +102,10 @@ type Idle = (SendRequest<Full<Bytes>>, Instant);
 /// Idle connections kept per peer (more are opened while more calls are in flight).
 const MAX_IDLE_PER_PEER: usize = 16;
 /// A connection idle this long is closed rather than reused: a peer restarted or a middlebox
-/// that dropped it silently would otherwise cost a call its whole timeout.
-const MAX_IDLE: Duration = Duration::from_secs(30);
+/// that dropped it silently would otherwise cost a call its whole timeout. Well below the
+/// peer's own cut of idle connections (`--header-timeout-ms`, 10 s by default): a call sent
+/// just as the peer closes the connection would be lost.
+const MAX_IDLE: Duration = Duration::from_secs(4);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Pool {
