@@ -509,9 +509,12 @@ pub struct RouterLimits {
 
 fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Router {
     let s = &state;
-    let client = Router::new()
+    // Probes are not counted against the in-flight bound: an overloaded node is still alive,
+    // and a load balancer must hear that from /health rather than a 503.
+    let probes = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route("/ready", get(ready));
+    let client = Router::new()
         .route("/kv", get(kv::scan))
         .route(
             "/kv/{*key}",
@@ -561,6 +564,7 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
             guard::require_secret,
         ));
     client
+        .merge(probes)
         .merge(raft)
         .route_layer(middleware::from_fn_with_state(
             limits.request_timeout,

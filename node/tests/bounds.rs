@@ -306,3 +306,24 @@ fn empty_secrets_refuse_to_start() {
     refuses_to_start(&["--token", ""], "--token");
     refuses_to_start(&["--cluster-secret", " "], "--cluster-secret");
 }
+
+#[test]
+fn requests_in_flight_are_bounded_but_probes_always_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path(), &["--max-in-flight", "1"]);
+    // A write whose body never finishes holds the one slot.
+    let mut s = TcpStream::connect(node.addr).expect("connect");
+    s.write_all(b"PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = request(node.addr, "GET", "/kv/other", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "overloaded");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(request(node.addr, "GET", "/health", &[], b"").status, 200);
+    // The slot comes back when the request ends.
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = request(node.addr, "GET", "/kv/other", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.text());
+}
