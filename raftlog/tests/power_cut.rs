@@ -22,39 +22,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use raftlog::{Log, LogOptions, SyncHandle};
+use testkit::power_cut::{power_cut, run_cases, Rng};
 
-const PAGE: usize = 4096;
 /// Bytes of a segment header (`segment.rs`: prefix 12, record header 8, base 8). Segments are
 /// created with their header atomically and durably, so that much of a new one is synced.
 const SEG_HEADER: usize = 28;
-
-/// SplitMix64: small, seedable, and good enough to pick workloads.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// The entry at `index` in the case of `seed`: its length (1 B to 2 KiB, so batches span pages)
 /// and bytes depend on both, so an entry of another case or index never matches.
 fn payload(seed: u64, index: u64) -> Vec<u8> {
     let mut r = Rng(seed ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
     let len = 1 + r.below(2048) as usize;
-    (0..len).map(|_| r.next() as u8).collect()
+    (0..len).map(|_| r.next_u64() as u8).collect()
 }
 
 /// The segment files of `dir` and their bytes, by name (names sort by base index).
@@ -70,41 +49,6 @@ fn segments(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             )
         })
         .collect()
-}
-
-/// What a power cut leaves of a file whose last sync covered `durable` and which now holds
-/// `current`: pages that changed since the sync are kept, reverted or lost (see the module doc).
-fn power_cut(durable: &[u8], current: &[u8], rng: &mut Rng, keep_percent: u64) -> Vec<u8> {
-    let mut out = current.to_vec();
-    let len = current.len().max(durable.len());
-    let revert = |out: &mut Vec<u8>, lo: usize, hi: usize| {
-        for (at, b) in out.iter_mut().enumerate().take(hi).skip(lo) {
-            *b = durable.get(at).copied().unwrap_or(0);
-        }
-    };
-    for lo in (0..len).step_by(PAGE) {
-        let hi = (lo + PAGE).min(len);
-        let now = current.get(lo..hi.min(current.len())).unwrap_or(&[]);
-        let then = durable.get(lo..hi.min(durable.len())).unwrap_or(&[]);
-        if now == then {
-            continue; // not written since the sync: on disk as it was
-        }
-        if rng.chance(keep_percent) {
-            continue;
-        }
-        if rng.chance(50) {
-            // Not written back; the size may still have grown (zeros past the synced size).
-            revert(&mut out, lo, hi);
-        } else {
-            // The file ends here: the write-back of this page and all after it never happened.
-            // The synced size is durable, so the file cannot end below it.
-            let end = lo.max(durable.len()).min(out.len());
-            revert(&mut out, lo, end);
-            out.truncate(end);
-            break;
-        }
-    }
-    out
 }
 
 fn refs(b: &[(u64, Vec<u8>)]) -> Vec<(u64, &[u8])> {
@@ -249,29 +193,9 @@ fn header_of(scratch: &Path, base: u64) -> Vec<u8> {
     bytes[..SEG_HEADER].to_vec()
 }
 
-fn cases() -> u64 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
-}
-
 #[test]
 fn power_cuts_keep_synced_entries_and_never_refuse() {
-    let seeds: Vec<u64> = match std::env::var("POWER_CUT_SEED") {
-        Ok(s) => vec![s.parse().expect("POWER_CUT_SEED is a u64")],
-        Err(_) => {
-            // A fixed base, so CI runs are reproducible; every case prints its seed on failure.
-            let mut r = Rng(0x5EED_0013);
-            (0..cases()).map(|_| r.next()).collect()
-        }
-    };
-    for seed in seeds {
-        if let Err(e) = std::panic::catch_unwind(|| run_case(seed)) {
-            eprintln!("power-cut case failed; rerun with POWER_CUT_SEED={seed}");
-            std::panic::resume_unwind(e);
-        }
-    }
+    run_cases(run_case);
 }
 
 #[test]

@@ -14,11 +14,14 @@
 //!
 //! [`netproxy`] puts a TCP proxy in front of each node of a group to partition them on loopback,
 //! without root.
+//!
+//! [`power_cut`] tears files the way a power cut does, for the WAL and Raft log crash suites.
 #![warn(missing_docs)]
 
 pub mod fuzz_corpus;
 pub mod linearizability;
 pub mod netproxy;
+pub mod power_cut;
 pub mod process;
 mod s3_server;
 

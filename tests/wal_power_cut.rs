@@ -23,36 +23,14 @@
 //! Cases: `PROPTEST_CASES` (default 48). A failing case prints its seed; `POWER_CUT_SEED=<seed>`
 //! runs that case alone.
 //!
-//! Not covered: an `EIO` from the WAL's `fdatasync`. The engine has no hook to inject one (the
-//! object-store fault injection, `FaultyStore`, covers the cold tier only).
+//! An `EIO` from the WAL's `fdatasync` is `lsm/tests/wal_sync_failure.rs`'s. The cut itself is
+//! `testkit::power_cut`, shared with the Raft log's suite.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use lsm::{Db, Options, WriteBatch, WriteOptions};
-
-const PAGE: usize = 4096;
-
-/// SplitMix64: small, seedable, and good enough to pick workloads.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+use testkit::power_cut::{power_cut, run_cases, Rng};
 
 /// Nothing is sealed or compacted behind the test's back: the memtable holds every write until
 /// the test flushes, and no number of L0 tables starts a compaction.
@@ -75,7 +53,7 @@ fn key(i: u64) -> Vec<u8> {
 fn value(seed: u64, i: u64) -> Vec<u8> {
     let mut r = Rng(seed ^ i.wrapping_mul(0xA24B_AED4_963E_E407));
     let len = 1 + r.below(2048) as usize;
-    (0..len).map(|_| r.next() as u8).collect()
+    (0..len).map(|_| r.next_u64() as u8).collect()
 }
 
 fn put(db: &Db, seed: u64, i: u64, sync: bool) {
@@ -99,41 +77,6 @@ fn wal_segments(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if let Ok(bytes) = std::fs::read(e.path()) {
                 out.insert(name, bytes);
             }
-        }
-    }
-    out
-}
-
-/// What a power cut leaves of a file whose last sync covered `durable` and which now holds
-/// `current`: pages that changed since the sync are kept, reverted or lost (see the module doc).
-fn power_cut(durable: &[u8], current: &[u8], rng: &mut Rng, keep_percent: u64) -> Vec<u8> {
-    let mut out = current.to_vec();
-    let len = current.len().max(durable.len());
-    let revert = |out: &mut Vec<u8>, lo: usize, hi: usize| {
-        for (at, b) in out.iter_mut().enumerate().take(hi).skip(lo) {
-            *b = durable.get(at).copied().unwrap_or(0);
-        }
-    };
-    for lo in (0..len).step_by(PAGE) {
-        let hi = (lo + PAGE).min(len);
-        let now = current.get(lo..hi.min(current.len())).unwrap_or(&[]);
-        let then = durable.get(lo..hi.min(durable.len())).unwrap_or(&[]);
-        if now == then {
-            continue; // not written since the sync: on disk as it was
-        }
-        if rng.chance(keep_percent) {
-            continue;
-        }
-        if rng.chance(50) {
-            // Not written back; the size may still have grown (zeros past the synced size).
-            revert(&mut out, lo, hi);
-        } else {
-            // The file ends here: the write-back of this page and all after it never happened.
-            // The synced size is durable, so the file cannot end below it.
-            let end = lo.max(durable.len()).min(out.len());
-            revert(&mut out, lo, end);
-            out.truncate(end);
-            break;
         }
     }
     out
@@ -241,27 +184,7 @@ fn check_prefix(db: &Db, seed: u64, written: u64) -> u64 {
     m
 }
 
-fn cases() -> u64 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
-}
-
 #[test]
 fn power_cuts_keep_synced_writes_and_never_refuse() {
-    let seeds: Vec<u64> = match std::env::var("POWER_CUT_SEED") {
-        Ok(s) => vec![s.parse().expect("POWER_CUT_SEED is a u64")],
-        Err(_) => {
-            // A fixed base, so CI runs are reproducible; every case prints its seed on failure.
-            let mut r = Rng(0x5EED_0013);
-            (0..cases()).map(|_| r.next()).collect()
-        }
-    };
-    for seed in seeds {
-        if let Err(e) = std::panic::catch_unwind(|| run_case(seed)) {
-            eprintln!("power-cut case failed; rerun with POWER_CUT_SEED={seed}");
-            std::panic::resume_unwind(e);
-        }
-    }
+    run_cases(run_case);
 }
