@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod inproc;
 pub mod log;
 pub mod maintain;
+pub mod range;
 mod replica;
 pub mod sm;
 pub mod store;
@@ -38,5 +39,6 @@ pub use log::{
     MAX_META_LEN,
 };
 pub use maintain::{Maintainer, MaintainerOptions};
+pub use range::{RangeDescriptor, FIRST_RANGE, META_RANGE};
 pub use replica::Replica;
 pub use sm::{ApplyStall, StateMachine, Versioned};

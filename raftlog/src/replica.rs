@@ -50,11 +50,39 @@ impl Replica {
         network: N,
         maintainer: MaintainerOptions,
     ) -> crate::Result<Replica> {
+        Self::start_group(
+            id,
+            crate::FIRST_RANGE,
+            dir,
+            engine,
+            config,
+            network,
+            maintainer,
+            None,
+        )
+        .await
+    }
+
+    /// [`start`](Self::start) for the replica of group `group` (a range, or the meta group),
+    /// with the hook that creates the children of the splits it applies (see
+    /// [`crate::range`]), set before anything is applied.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_group<N: RaftNetworkFactory<TypeConfig>>(
+        id: u64,
+        group: u64,
+        dir: &Path,
+        engine: lsm::Options,
+        config: Arc<Config>,
+        network: N,
+        maintainer: MaintainerOptions,
+        split_hook: Option<crate::range::SplitHook>,
+    ) -> crate::Result<Replica> {
         let log_dir = dir.join("log");
         let (log, log_recovery) = LogStore::open(&log_dir).inspect_err(|e| {
             if e.is_corruption() {
                 tracing::error!(
                     replica = id,
+                    group,
                     dir = %log_dir.display(),
                     error = %e,
                     "raft log is corrupt: refusing to start; rebuild this replica"
@@ -78,7 +106,10 @@ impl Replica {
             .map_err(|e| crate::Error::Raft(e.to_string()))?
             .last_log_id
             .map_or(0, |l| l.index);
-        let sm = StateMachine::open(dir.join("sm"), engine)?;
+        let sm = StateMachine::open_group(dir.join("sm"), engine, group)?;
+        if let Some(hook) = split_hook {
+            sm.set_split_hook(hook);
+        }
         // Obsolete objects found at open were removed by entries this replica applied, all in
         // (or purged from) the log it starts with.
         sm.db().stamp_obsolete_objects(start_log_index);

@@ -451,9 +451,20 @@ impl Inner {
         lo: Bound<Vec<u8>>,
         hi: Bound<Vec<u8>>,
     ) -> Iter {
+        self.iter_as_of(seq, lo, hi, None)
+    }
+
+    /// [`iter_at`](Self::iter_at) judging expiry at `now_ms` (the engine's clock if `None`).
+    pub(crate) fn iter_as_of(
+        self: &Arc<Self>,
+        seq: Option<u64>,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        now_ms: Option<u64>,
+    ) -> Iter {
         let sv = self.sv.load_full();
         let seq = seq.unwrap_or_else(|| self.visible_seq.load(Ordering::Acquire));
-        Iter::new(self.clone(), sv, seq, lo, hi)
+        Iter::new(self.clone(), sv, seq, lo, hi, now_ms)
     }
 
     /// Merges every source of `sv` positioned at `start` (an internal key) in one direction.

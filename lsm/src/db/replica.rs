@@ -188,6 +188,18 @@ impl Db {
         self.inner.get_as_of(key.as_ref(), None, now_ms)
     }
 
+    /// Iterates the pairs with keys in `range` live at `now_ms` (the entries' clock of a
+    /// replicated log, as [`get_as_of`](Self::get_as_of) judges them), so that every replica
+    /// sees the same ones whatever its own clock says.
+    pub fn range_as_of<K: AsRef<[u8]>, R: std::ops::RangeBounds<K>>(
+        &self,
+        range: R,
+        now_ms: u64,
+    ) -> crate::Iter {
+        let (lo, hi) = super::to_bounds(&range);
+        self.inner.iter_as_of(None, lo, hi, Some(now_ms))
+    }
+
     /// Memtables, sequence numbers and what is sealed.
     pub fn replica_status(&self) -> ReplicaStatus {
         let sv = self.inner.sv.load();

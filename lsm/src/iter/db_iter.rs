@@ -41,8 +41,9 @@ impl Iter {
         seq: u64,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
+        now_ms: Option<u64>,
     ) -> Iter {
-        let now = inner.opts.clock.now_millis();
+        let now = now_ms.unwrap_or_else(|| inner.opts.clock.now_millis());
         let empty = match (&lower, &upper) {
             (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) => {
                 l > u

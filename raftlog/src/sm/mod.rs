@@ -51,7 +51,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::store::log_store::{decode, encode};
+use crate::range::{ChildSpec, RangeDescriptor, SplitHook, FIRST_RANGE};
+use crate::store::log_store::decode;
 use crate::store::{Command, Reply, TypeConfig};
 pub use value::Versioned;
 
@@ -83,6 +84,41 @@ pub(crate) struct Saved {
     pub(crate) flushed: Point,
     /// Log index of the last `Compacted` entry applied.
     pub(crate) compacted_at: u64,
+    /// The group's range as of `flushed` (`None`: not known yet, a replica created empty).
+    pub(crate) range: Option<RangeDescriptor>,
+}
+
+/// [`Saved`] as format 2 wrote it, before ranges: the group of a single-group node, whose
+/// range is the whole key space.
+#[derive(Deserialize)]
+struct SavedV2 {
+    flushed: Point,
+    compacted_at: u64,
+}
+
+/// Format tag of [`Saved`] with its range (the log's entries keep [`FORMAT`](crate::store::log_store::FORMAT)).
+const SAVED_FORMAT: u8 = 3;
+
+/// Layout: `[SAVED_FORMAT = 3]` + postcard([`Saved`]); format 2 (`[2]` + postcard of
+/// `{flushed, compacted_at}`) is read as the whole key space of [`FIRST_RANGE`].
+pub(crate) fn encode_saved(saved: &Saved) -> Result<Vec<u8>, AnyError> {
+    let mut out = vec![SAVED_FORMAT];
+    out.extend(postcard::to_stdvec(saved).map_err(|e| AnyError::new(&e))?);
+    Ok(out)
+}
+
+pub(crate) fn decode_saved(bytes: &[u8]) -> Result<Saved, AnyError> {
+    match bytes.split_first() {
+        Some((&SAVED_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
+        _ => {
+            let old: SavedV2 = decode(bytes)?;
+            Ok(Saved {
+                flushed: old.flushed,
+                compacted_at: old.compacted_at,
+                range: Some(RangeDescriptor::whole(FIRST_RANGE)),
+            })
+        }
+    }
 }
 
 struct State {
@@ -96,12 +132,20 @@ struct State {
     clock_ms: u64,
     /// See [`Saved::compacted_at`].
     compacted_at: u64,
+    /// The group's range as of the last entry applied.
+    range: Option<RangeDescriptor>,
     /// The last snapshot built or installed, with its encoded image.
     current: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
 }
 
 struct Shared {
     db: Db,
+    /// The group this state machine belongs to.
+    group: u64,
+    /// Creates the child of a split on this node.
+    split_hook: std::sync::OnceLock<SplitHook>,
+    /// Bumped whenever the range changes (a split, a membership change, a snapshot).
+    range_changes: AtomicU64,
     state: Mutex<State>,
     snapshots_built: AtomicU64,
     /// Set while apply waits for the object store.
@@ -144,6 +188,7 @@ impl From<StorageError<NodeId>> for Halt {
 /// table from the object store.
 fn reads_tables(cmd: &Command) -> bool {
     match cmd {
+        Command::Split { .. } => true,
         Command::Write { ops, .. } => ops.iter().any(|op| {
             matches!(
                 op,
@@ -195,7 +240,16 @@ impl StateMachine {
     /// Opens the replica's engine in `dir` with `opts` (which must name the group's shared
     /// object store as its cold tier; `replicated` and `wal: false` are set here) and resumes at
     /// the flushed point.
-    pub fn open(dir: impl AsRef<Path>, mut opts: lsm::Options) -> crate::Result<StateMachine> {
+    pub fn open(dir: impl AsRef<Path>, opts: lsm::Options) -> crate::Result<StateMachine> {
+        Self::open_group(dir, opts, FIRST_RANGE)
+    }
+
+    /// [`open`](Self::open) for the replica of group `group`.
+    pub fn open_group(
+        dir: impl AsRef<Path>,
+        mut opts: lsm::Options,
+        group: u64,
+    ) -> crate::Result<StateMachine> {
         opts.replicated = true;
         opts.wal = false;
         let db = Db::open(dir.as_ref(), opts).map_err(crate::Error::Engine)?;
@@ -203,7 +257,7 @@ impl StateMachine {
         let saved: Saved = if saved.is_empty() {
             Saved::default()
         } else {
-            decode(&saved).map_err(|e| crate::Error::Corruption {
+            decode_saved(&saved).map_err(|e| crate::Error::Corruption {
                 path: dir.as_ref().to_path_buf(),
                 detail: format!("state saved with the tables: {e}"),
             })?
@@ -218,14 +272,70 @@ impl StateMachine {
                     seals: BTreeMap::new(),
                     clock_ms: flushed.now_ms,
                     compacted_at: saved.compacted_at,
+                    range: saved.range,
                     flushed,
                     current: None,
                 }),
+                group,
+                split_hook: std::sync::OnceLock::new(),
+                range_changes: AtomicU64::new(0),
                 snapshots_built: AtomicU64::new(0),
                 stall: Mutex::new(None),
                 stalled_entries: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The group's range as of the last entry applied (`None` on a replica created empty that
+    /// has not installed a snapshot yet).
+    pub fn range(&self) -> Option<RangeDescriptor> {
+        self.state().range.clone()
+    }
+
+    /// The group this state machine belongs to.
+    pub fn group(&self) -> u64 {
+        self.shared.group
+    }
+
+    /// Changes whenever [`range`](Self::range) may have: a router rebuilds its index then.
+    pub fn range_changes(&self) -> u64 {
+        self.shared.range_changes.load(Ordering::Acquire)
+    }
+
+    /// Sets what creates the child of a split applied here (once; later calls are ignored).
+    /// Without one, a split is applied to this range and no child is created on this node.
+    pub fn set_split_hook(&self, hook: SplitHook) {
+        let _ = self.shared.split_hook.set(hook);
+    }
+
+    /// Stands a new, empty state machine at `at` (the child of a split: see
+    /// [`crate::range`]), durably.
+    pub(crate) fn start_at(
+        &self,
+        at: LogId<NodeId>,
+        membership: Membership,
+        now_ms: u64,
+        range: RangeDescriptor,
+    ) -> crate::Result<()> {
+        let point = Point {
+            last_log_id: Some(at),
+            membership,
+            now_ms,
+        };
+        let saved = Saved {
+            flushed: point.clone(),
+            compacted_at: 0,
+            range: Some(range.clone()),
+        };
+        let bytes = encode_saved(&saved).map_err(|e| crate::Error::Raft(e.to_string()))?;
+        self.shared.db.save_app_state(at.index, &bytes)?;
+        let mut st = self.state();
+        st.last_applied = Some(at);
+        st.membership = point.membership.clone();
+        st.clock_ms = now_ms;
+        st.range = Some(range);
+        st.flushed = point;
+        Ok(())
     }
 
     /// The engine (for reads, stats and the leader's maintenance).
@@ -357,6 +467,12 @@ impl StateMachine {
                     // A replay: the engine has this write (its reply went out the first time).
                     return Ok(Reply::Write(Vec::new()));
                 }
+                // Routed with an out-of-date picture of the ranges: refused here, where the
+                // range is known exactly, on every replica alike.
+                match &st.range {
+                    Some(r) if ops.iter().all(|op| r.contains(op.key())) => {}
+                    r => return Ok(Reply::WrongRange(r.clone())),
+                }
                 let evaluated =
                     apply::evaluate(index, now_ms, ops, |k| match db.get_as_of(k, now_ms)? {
                         Some(b) => value::decode(b).map(Some).ok_or_else(|| {
@@ -406,6 +522,7 @@ impl StateMachine {
                     &Saved {
                         flushed: point.clone(),
                         compacted_at: st.compacted_at,
+                        range: st.range.clone(),
                     },
                 )?;
                 let applied = match db.apply_chunk(sealed_at, &edit, &saved) {
@@ -418,6 +535,7 @@ impl StateMachine {
                 }
                 Reply::Tables { applied }
             }
+            Command::Split { key, child } => self.apply_split(st, log_id, key, *child)?,
             Command::Compacted { edit } => {
                 let edit = match TableEdit::decode(edit) {
                     Ok(e) => e,
@@ -432,6 +550,7 @@ impl StateMachine {
                     &Saved {
                         flushed: st.flushed.clone(),
                         compacted_at: index,
+                        range: st.range.clone(),
                     },
                 )?;
                 match db.apply_compaction(&edit, &saved) {
@@ -446,6 +565,85 @@ impl StateMachine {
                 }
             }
         })
+    }
+
+    /// A split of this range at `key`, the part from `key` on becoming range `child` (see
+    /// [`crate::range`]). Refused, identically on every replica, unless `key` lies strictly
+    /// inside the range and no key at or after it is live at the entries' clock: judged at
+    /// that clock, the answer is the same on a replay over tables compacted since (compactions
+    /// drop only what expired before the flushed point's clock, and tombstones).
+    fn apply_split(
+        &self,
+        st: &mut State,
+        log_id: LogId<NodeId>,
+        key: &[u8],
+        child: u64,
+    ) -> Result<Reply, Halt> {
+        let Some(range) = st.range.clone() else {
+            return Ok(Reply::SplitRefused(
+                "this replica does not know its range".into(),
+            ));
+        };
+        if child == range.id || child == crate::range::META_RANGE {
+            return Ok(Reply::SplitRefused(format!(
+                "range id {child} cannot name a new range"
+            )));
+        }
+        if !range.splits_at(key) {
+            return Ok(Reply::SplitRefused(format!(
+                "key {key:?} is not strictly inside range {} [{:?}, {:?})",
+                range.id, range.start, range.end
+            )));
+        }
+        let db = &self.shared.db;
+        let upper = match &range.end {
+            Some(e) => std::ops::Bound::Excluded(e.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut live = db.range_as_of::<Vec<u8>, _>(
+            (std::ops::Bound::Included(key.to_vec()), upper),
+            st.clock_ms,
+        );
+        match live.next() {
+            None => {}
+            Some(Ok((k, _))) => {
+                return Ok(Reply::SplitRefused(format!(
+                    "range {} holds data at or after the split key (first: {:?}); splitting a \
+                     range with data is not supported yet",
+                    range.id,
+                    String::from_utf8_lossy(&k)
+                )))
+            }
+            Some(Err(e)) if e.is_object_store_outage() => return Err(Halt::Outage(e)),
+            Some(Err(e)) => {
+                return Err(sm_err(ErrorSubject::Apply(log_id), ErrorVerb::Read, e).into())
+            }
+        }
+        drop(live);
+        let epoch = range.epoch + 1;
+        let parent = RangeDescriptor {
+            end: Some(key.to_vec()),
+            epoch,
+            ..range.clone()
+        };
+        let child = RangeDescriptor {
+            id: child,
+            start: key.to_vec(),
+            end: range.end.clone(),
+            epoch,
+        };
+        if let Some(hook) = self.shared.split_hook.get() {
+            let spec = ChildSpec {
+                desc: child.clone(),
+                at: log_id,
+                membership: st.membership.membership().clone(),
+                now_ms: st.clock_ms,
+            };
+            hook(&spec).map_err(|e| sm_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
+        }
+        st.range = Some(parent.clone());
+        self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
+        Ok(Reply::Split { parent, child })
     }
 
     /// The point a snapshot taken now stands at: the last applied entry when the memtables are
@@ -465,9 +663,10 @@ impl StateMachine {
             .last_log_id
             .filter(|id| Some(*id) > st.flushed.last_log_id)
         {
-            let saved = encode(&Saved {
+            let saved = encode_saved(&Saved {
                 flushed: point.clone(),
                 compacted_at: st.compacted_at,
+                range: st.range.clone(),
             })
             .map_err(|e| StorageIOError::new(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             db.save_app_state(id.index, &saved)
@@ -515,7 +714,7 @@ impl StateMachine {
 
 /// `saved` encoded for the engine, or the storage error of the entry at `log_id`.
 fn save(log_id: LogId<NodeId>, saved: &Saved) -> StoreResult<Vec<u8>> {
-    encode(saved)
+    encode_saved(saved)
         .map_err(|e| StorageIOError::new(ErrorSubject::Apply(log_id), ErrorVerb::Write, e).into())
 }
 
@@ -561,6 +760,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         EntryPayload::Blank => Ok(Reply::Done),
                         EntryPayload::Membership(m) => {
                             st.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                            match &mut st.range {
+                                // The entry `initialize()` writes: the group was formed here,
+                                // over the whole key space (only the first range and the meta
+                                // group are formed so; others are born of splits).
+                                None if e.log_id.index == 0 => {
+                                    st.range = Some(RangeDescriptor::whole(self.shared.group));
+                                }
+                                Some(r) => r.epoch += 1,
+                                None => {}
+                            }
+                            self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
                             Ok(Reply::Done)
                         }
                         EntryPayload::Normal(cmd) if reads_tables(cmd) => {
@@ -609,7 +819,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let image = ManifestImage::decode(&data)
             .map_err(|e| sm_err(subject.clone(), ErrorVerb::Read, e))?;
-        let saved: Saved = decode(image.app_state())
+        let saved: Saved = decode_saved(image.app_state())
             .map_err(|e| StorageIOError::new(subject.clone(), ErrorVerb::Read, e))?;
         let point = saved.flushed;
         if point.last_log_id != meta.last_log_id
@@ -639,8 +849,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         st.seals.clear();
         st.clock_ms = point.now_ms;
         st.compacted_at = saved.compacted_at;
+        st.range = saved.range;
         st.flushed = point;
         st.current = Some((meta.clone(), data));
+        self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 

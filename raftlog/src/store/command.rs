@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::range::RangeDescriptor;
+
 /// One key-value operation of a [`Command::Write`] batch. Every write of a key gives it a new
 /// version: the log index of the entry that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,14 @@ pub enum Command {
         /// The encoded [`lsm::TableEdit`].
         edit: Vec<u8>,
     },
+    /// Splits the range at `key`: the keys from `key` on become the new range `child`, created
+    /// on every replica as it applies this entry (see [`crate::range`]).
+    Split {
+        /// The first key of the new range.
+        key: Vec<u8>,
+        /// The new range's id (unique in the cluster).
+        child: u64,
+    },
 }
 
 /// The result of one [`Op`] of a write batch. Versions are log indexes; `0` means "absent".
@@ -137,4 +147,17 @@ pub enum Reply {
     Done,
     /// The command could not be applied (an undecodable edit); nothing changed.
     Invalid(String),
+    /// A write named a key outside the group's range (routed by an out-of-date table): nothing
+    /// changed. Carries the range as it is (`None`: not known to this replica yet).
+    WrongRange(Option<RangeDescriptor>),
+    /// A [`Command::Split`] was applied: the range is now `parent`, and `child` exists.
+    Split {
+        /// This range, narrowed.
+        parent: RangeDescriptor,
+        /// The new range.
+        child: RangeDescriptor,
+    },
+    /// A [`Command::Split`] was refused (the key is not inside the range, or the range holds
+    /// data the child would need); nothing changed.
+    SplitRefused(String),
 }
