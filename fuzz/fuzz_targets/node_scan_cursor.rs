@@ -1,7 +1,7 @@
 #![no_main]
 
 // The node is a binary with the S3 client behind it; its cursor module stands alone.
-#[path = "../../node/src/cursor.rs"]
+#[path = "../../node/src/api/cursor.rs"]
 mod cursor;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -15,8 +15,8 @@ use openraft::{
 };
 use raftlog::store::{Command, Op, Reply, TypeConfig};
 
-use crate::cursor::{self, FORWARD, REVERSE};
-use crate::wire::fuzzing::{node_rpc, Outcome};
+use crate::api::cursor::{self, FORWARD, REVERSE};
+use crate::transport::wire::fuzzing::{node_rpc, Outcome};
 
 type Target = (&'static str, fn(&[u8]) -> Outcome);
 

@@ -1,30 +1,10 @@
 //! `strata`: the Strata node and its admin commands.
 
-mod admin;
-mod admin_cli;
-mod batcher;
-mod config;
-mod config_file;
-mod cursor;
-mod error;
-mod forward;
-mod guard;
-mod http;
-mod identity;
-mod kv;
-mod lease;
-mod links;
-mod metrics;
-mod network;
-mod openapi;
-mod ratelimit;
-mod read_pool;
-mod reads;
-mod rpc;
-mod scan;
+mod api;
+mod cluster;
+mod ops;
 mod server;
-mod visits;
-mod wire;
+mod transport;
 
 #[cfg(test)]
 mod fuzz_corpus;
@@ -41,11 +21,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    if let Err(e) = config_file::apply(&argv) {
+    if let Err(e) = ops::config_file::apply(&argv) {
         eprintln!("strata: error: {e:#}");
         return ExitCode::FAILURE;
     }
-    let cli = config::Cli::parse();
+    let cli = ops::config::Cli::parse();
     // openraft logs every election and membership step at INFO: a user wants Strata's own
     // events and openraft's warnings; RUST_LOG asks for more.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -55,14 +35,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut builder = match &cli.command {
-        config::Command::Serve(args) => {
+        ops::config::Command::Serve(args) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if args.worker_threads > 0 {
                 b.worker_threads(args.worker_threads);
             }
             b
         }
-        config::Command::Admin(_) => tokio::runtime::Builder::new_current_thread(),
+        ops::config::Command::Admin(_) => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
@@ -72,8 +52,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        config::Command::Serve(args) => runtime.block_on(server::serve(*args)),
-        config::Command::Admin(args) => runtime.block_on(admin_cli::run(args)),
+        ops::config::Command::Serve(args) => runtime.block_on(server::serve(*args)),
+        ops::config::Command::Admin(args) => runtime.block_on(ops::admin_cli::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,18 +13,20 @@ use axum::{Json, Router};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlog::{MaintainerOptions, Replica};
 
-use crate::batcher::Batcher;
-use crate::config::ServeArgs;
-use crate::error::ApiError;
-use crate::identity::{ClusterState, Identity};
-use crate::lease::{Leases, VoteGuard};
-use crate::metrics::Metrics;
-use crate::network::{Network, Peers, MAX_RPC_BODY};
-use crate::ratelimit::RateLimiter;
-use crate::read_pool::ReadPool;
-use crate::reads::ReadIndex;
-use crate::visits::Visits;
-use crate::{admin, guard, kv, links, rpc};
+use crate::api::error::ApiError;
+use crate::api::visits::Visits;
+use crate::api::{admin, kv, links};
+use crate::cluster::batcher::Batcher;
+use crate::cluster::identity::{ClusterState, Identity};
+use crate::cluster::lease::{Leases, VoteGuard};
+use crate::cluster::reads::ReadIndex;
+use crate::ops::config::ServeArgs;
+use crate::ops::guard;
+use crate::ops::metrics::Metrics;
+use crate::ops::ratelimit::RateLimiter;
+use crate::ops::read_pool::ReadPool;
+use crate::transport::client::{Network, Peers, MAX_RPC_BODY};
+use crate::transport::server as rpc;
 use tokio::sync::Semaphore;
 
 /// What every handler sees: one `Arc`, since axum clones the state for every extractor of every
@@ -113,7 +115,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Refuses votes for `election_timeout_max` after the process started (see [`crate::lease`]).
+    /// Refuses votes for `election_timeout_max` after the process started (see [`crate::cluster::lease`]).
     pub fn vote_guard(&self) -> &VoteGuard {
         &self.vote_guard
     }
@@ -154,7 +156,7 @@ impl Shared {
         self.scan_page_bytes
     }
 
-    /// Where engine reads that may touch disk or the object store run (see [`crate::read_pool`]).
+    /// Where engine reads that may touch disk or the object store run (see [`crate::ops::read_pool`]).
     pub fn read_pool(&self) -> &ReadPool {
         &self.read_pool
     }
@@ -388,7 +390,7 @@ async fn learn_cluster_id(identity: Arc<Identity>) {
     }
 }
 
-/// A rejoining node (see [`crate::identity`]) waits to find itself a learner of the group: from
+/// A rejoining node (see [`crate::cluster::identity`]) waits to find itself a learner of the group: from
 /// then on its log and vote are its own, and it may vote and campaign once promoted.
 async fn end_rejoin(replica: Arc<Replica>, identity: Arc<Identity>) {
     let mut rx = replica.raft.metrics();
@@ -477,7 +479,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
 const SMALL_BODY: usize = 64 << 10;
 /// One link: a URL of at most 2 KiB and a code, as JSON.
 const LINK_BODY: usize = 16 << 10;
-/// A batch of up to [`crate::links::MAX_BATCH`] links.
+/// A batch of up to [`crate::api::links::MAX_BATCH`] links.
 const LINK_BATCH_BODY: usize = 4 << 20;
 
 /// A method router's routes so far behind the token (checked before the body is read) and a
@@ -540,7 +542,7 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
             "/admin/membership",
             authed(post(admin::change_membership), s, SMALL_BODY),
         )
-        .route("/openapi.json", get(crate::openapi::handler))
+        .route("/openapi.json", get(crate::api::openapi::handler))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             guard::bound_in_flight,
@@ -573,12 +575,12 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
         .with_state(state)
         .merge(
             Router::new()
-                .route("/metrics", get(crate::metrics::handler))
+                .route("/metrics", get(crate::ops::metrics::handler))
                 .with_state(metrics.clone()),
         )
         .route_layer(middleware::from_fn_with_state(
             metrics,
-            crate::metrics::track,
+            crate::ops::metrics::track,
         ))
         .layer(middleware::from_fn(guard::json_errors))
 }
@@ -588,10 +590,10 @@ const CHORES_STOP: Duration = Duration::from_secs(5);
 /// Rate-limit buckets are swept of idle clients every this many flushes.
 const SWEEP_EVERY: u32 = 60;
 
-/// Periodic work: flushes visit counts every [`crate::visits::FLUSH_INTERVAL`], sweeps idle
+/// Periodic work: flushes visit counts every [`crate::api::visits::FLUSH_INTERVAL`], sweeps idle
 /// rate-limit buckets now and then; on `stop`, flushes one last time and returns.
 async fn background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(crate::visits::FLUSH_INTERVAL);
+    let mut tick = tokio::time::interval(crate::api::visits::FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
     loop {
@@ -637,7 +639,7 @@ async fn shutdown_signal() {
 
 /// Runs the node until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    // Before anything: votes are refused counting from here (see `crate::lease`).
+    // Before anything: votes are refused counting from here (see `crate::cluster::lease`).
     let started = std::time::Instant::now();
     args.validate()?;
     if args.token.is_none() {
@@ -703,10 +705,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
     };
     let app = router(state, limits, metrics);
-    crate::http::serve(
+    crate::ops::http::serve(
         listener,
         app,
-        crate::http::Limits {
+        crate::ops::http::Limits {
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),

@@ -1,4 +1,4 @@
-//! The bodies of node-to-node calls (format in [`crate::network`]): one postcard value each,
+//! The bodies of node-to-node calls (format in [`crate::transport::client`]): one postcard value each,
 //! with nothing after it. Requests are decoded by `rpc.rs`, replies by `network.rs`.
 //!
 //! This file uses nothing else of the node, so the fuzz targets (`fuzz/` at the repository root)

@@ -10,7 +10,7 @@ use axum::Json;
 use raftlog::store::{Op, OpResult};
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::server::AppState;
 
 /// Response header carrying a key's version.
@@ -34,7 +34,7 @@ pub struct GetQuery {
     consistency: Option<String>,
 }
 
-pub use crate::scan::scan;
+pub use crate::api::scan::scan;
 
 fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
     if key.is_empty() {
@@ -47,12 +47,12 @@ fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
             lsm::MAX_KEY_LEN
         )));
     }
-    if key.starts_with(crate::links::KEY_PREFIX) {
+    if key.starts_with(crate::api::links::KEY_PREFIX) {
         // Links are validated on creation (http/https targets only): the KV API must not write
         // around that, nor read them as raw records.
         return Err(ApiError::bad_request(format!(
             "keys starting with {:?} are reserved for short links",
-            crate::links::KEY_PREFIX
+            crate::api::links::KEY_PREFIX
         )));
     }
     Ok(key.as_bytes().to_vec())
@@ -212,7 +212,7 @@ impl ReadMode {
 
 /// Waits until a local read gives the asked `consistency` (`linearizable` when not given) and
 /// says how. A lease read is served by the leader while it holds its lease (see
-/// [`crate::lease`]); anywhere else, or without the lease, it is a read-index read like a
+/// [`crate::cluster::lease`]); anywhere else, or without the lease, it is a read-index read like a
 /// linearizable one: never weaker than asked.
 pub(crate) async fn read_point(
     state: &AppState,
@@ -222,7 +222,7 @@ pub(crate) async fn read_point(
         "linearizable" => {}
         "lease" => {
             if let Ok(upto) = state.lease_read() {
-                crate::forward::applied_up_to(state, Some(upto)).await?;
+                crate::cluster::forward::applied_up_to(state, Some(upto)).await?;
                 return Ok(ReadMode::Lease);
             }
         }
@@ -233,7 +233,7 @@ pub(crate) async fn read_point(
             )))
         }
     }
-    crate::forward::read_barrier(state).await?;
+    crate::cluster::forward::read_barrier(state).await?;
     Ok(ReadMode::ReadIndex)
 }
 

@@ -15,8 +15,8 @@ use openraft::{BasicNode, LogId};
 use raftlog::Replica;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ApiError;
-use crate::network::Peers;
+use crate::api::error::ApiError;
+use crate::transport::client::Peers;
 
 /// How long a confirmation may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,7 +80,7 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers
         // A follower that knows its leader asks it at once, rather than through its own Raft
         // core only to be told where to ask (the leader's answer is what makes the read safe
         // either way; the local one is needed only for `local_only` waiters).
-        let known = crate::forward::other_leader(&replica.raft)
+        let known = crate::cluster::forward::other_leader(&replica.raft)
             .filter(|_| waiting.iter().any(|w| !w.local_only));
         let local = match known {
             Some(leader) => Err(NotHere {
@@ -146,7 +146,7 @@ async fn confirm_here(replica: &Replica) -> Result<Option<LogId<u64>>, NotHere> 
 async fn ask_leader(replica: &Replica, peers: &Peers, (id, addr): &(u64, String)) -> Answer {
     let answer = tokio::select! {
         a = peers.read_index(*id, addr, READ_TIMEOUT) => a,
-        _ = crate::forward::deposed(&replica.raft, *id) => {
+        _ = crate::cluster::forward::deposed(&replica.raft, *id) => {
             return Err(ApiError::unavailable(format!(
                 "node {id} stopped leading while asked for a read index; retry"
             )))

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::server::AppState;
 
 /// Bytes of a non-JSON error body kept as the JSON error's message.
@@ -53,7 +53,7 @@ pub fn check_secret(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         ));
     };
     let given = headers
-        .get(crate::network::SECRET_HEADER)
+        .get(crate::transport::client::SECRET_HEADER)
         .map(|v| v.as_bytes());
     if given.is_some_and(|g| crate::server::same_secret(g, secret.as_bytes())) {
         Ok(())

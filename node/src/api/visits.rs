@@ -21,7 +21,7 @@ use std::time::Duration;
 use raftlog::store::{Command, Op, OpResult, Reply};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::server::AppState;
 
 /// How often a node writes the visits it counted.
@@ -35,7 +35,7 @@ const APPLY_WAIT: Duration = Duration::from_secs(5);
 /// The key of a link's visit counter: under the reserved link prefix, so the KV API can neither
 /// read nor write it, and distinct from every link key (codes contain no `/`).
 pub fn counter_key(code: &str) -> Vec<u8> {
-    format!("{}{code}/visits", crate::links::KEY_PREFIX).into_bytes()
+    format!("{}{code}/visits", crate::api::links::KEY_PREFIX).into_bytes()
 }
 
 /// The stored form of a counter.
@@ -187,13 +187,13 @@ impl Visits {
         if todo.is_empty() {
             return Ok(0);
         }
-        let now = crate::kv::now_ms();
+        let now = crate::api::kv::now_ms();
         let mut updates = Vec::new();
         let mut ops = Vec::new();
         for (code, link_version) in todo {
             // Local reads: a stale counter version only makes the update rejected and retried.
             // A failed read leaves the visits pending for the next flush.
-            let link = match crate::links::lookup(state, &code).await {
+            let link = match crate::api::links::lookup(state, &code).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(code, error = %e.message, "reading a link to count its visits");
@@ -267,7 +267,7 @@ impl Visits {
                 ops: batch_ops,
                 now_ms: now,
             };
-            let results = match crate::forward::propose(state, cmd).await {
+            let results = match crate::cluster::forward::propose(state, cmd).await {
                 Ok(Reply::Write(r)) if r.len() == batch.len() => Some(r),
                 Ok(other) => {
                     first_error.get_or_insert(ApiError::unavailable(format!(

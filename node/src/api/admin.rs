@@ -15,7 +15,7 @@ use openraft::BasicNode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{json_body, ApiError};
+use crate::api::error::{json_body, ApiError};
 use crate::server::AppState;
 
 /// How long adding a learner may wait for it to catch up.
@@ -96,7 +96,7 @@ pub fn status_json(state: &AppState) -> Value {
         "snapshot_bytes": sm.db().export_image().encode().len(),
         "tables": engine.levels.iter().map(|l| l.files).sum::<usize>(),
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
-        // Links with visits counted here and not yet written (see crate::visits).
+        // Links with visits counted here and not yet written (see crate::api::visits).
         "links_with_unwritten_visits": state.visits.pending_links(),
         "rate_limited_clients": state.link_limiter().clients(),
     })
@@ -182,7 +182,7 @@ pub async fn add_learner(
 ) -> Result<Json<Value>, ApiError> {
     state.authorize(&headers)?;
     let req = json_body(body)?;
-    if crate::config::peer(&format!("{}={}", req.id, req.addr)).is_err() {
+    if crate::ops::config::peer(&format!("{}={}", req.id, req.addr)).is_err() {
         return Err(ApiError::bad_request(format!(
             "{:?} is not HOST:PORT",
             req.addr

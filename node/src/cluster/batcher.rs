@@ -17,8 +17,8 @@ use openraft::Raft;
 use raftlog::store::{Command, Op, OpResult, Reply, TypeConfig};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
-use crate::network::Peers;
+use crate::api::error::ApiError;
+use crate::transport::client::Peers;
 
 /// Entries proposed and not yet answered: while they are in flight, requests queue up and form
 /// the next entries.
@@ -151,9 +151,9 @@ async fn propose(raft: &Raft<TypeConfig>, peers: &Peers, batch: Vec<Request>) {
     let all: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
     let cmd = Command::Write {
         ops: all,
-        now_ms: crate::kv::now_ms(),
+        now_ms: crate::api::kv::now_ms(),
     };
-    match crate::forward::propose_with(raft, peers, cmd).await {
+    match crate::cluster::forward::propose_with(raft, peers, cmd).await {
         Ok(Reply::Write(results)) if results.len() == counts.iter().sum::<usize>() => {
             let mut results = results.into_iter();
             for r in batch {

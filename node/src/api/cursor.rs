@@ -1,4 +1,4 @@
-//! The cursor of a scan page (`GET /kv`, see [`crate::scan`]): a direction tag and a key,
+//! The cursor of a scan page (`GET /kv`, see [`crate::api::scan`]): a direction tag and a key,
 //! base64url without padding. Opaque to clients, but it comes back from them, so decoding it
 //! must refuse anything this node did not hand out.
 //!

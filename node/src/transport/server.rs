@@ -1,4 +1,4 @@
-//! The server side of node-to-node calls (wire format in [`crate::network`]): Raft's own RPCs,
+//! The server side of node-to-node calls (wire format in [`crate::transport::client`]): Raft's own RPCs,
 //! and the proposals and read indexes followers forward to their leader. Every call must carry
 //! the cluster secret; a body that does not decode is a 400 and changes nothing.
 
@@ -13,9 +13,9 @@ use raftlog::store::{Command, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::network::{TARGET_HEADER, VERSION_HEADER, WIRE_VERSION};
+use crate::api::error::ApiError;
 use crate::server::AppState;
+use crate::transport::client::{TARGET_HEADER, VERSION_HEADER, WIRE_VERSION};
 
 /// Checks the secret (in constant time) and the wire version, then decodes the body.
 fn admit<T: DeserializeOwned>(
@@ -25,7 +25,7 @@ fn admit<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     // Checked before the body was read too (`guard::require_secret`); again here, so no route
     // can decode a body without it.
-    crate::guard::check_secret(state, headers)?;
+    crate::ops::guard::check_secret(state, headers)?;
     let version = headers.get(VERSION_HEADER).map(|v| v.as_bytes());
     if version != Some(WIRE_VERSION.as_bytes()) {
         return Err(ApiError::bad_request(format!(
@@ -44,7 +44,8 @@ fn admit<T: DeserializeOwned>(
             format!("this is node {me}, not {target:?}: check the group's node ids and addresses"),
         ));
     }
-    crate::wire::decode(body).map_err(|e| ApiError::bad_request(format!("undecodable body: {e}")))
+    crate::transport::wire::decode(body)
+        .map_err(|e| ApiError::bad_request(format!("undecodable body: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Response {
@@ -76,9 +77,9 @@ pub async fn vote(
     let req: VoteRequest<u64> = admit(&state, &headers, &body)?;
     if state.vote_guard().refusing() || state.identity.rejoining() {
         // Rejoining after losing its data: it may have voted in this very term before (see
-        // `crate::identity`). Or just restarted: this node may have acknowledged a leader's heartbeat a moment before
+        // `crate::cluster::identity`). Or just restarted: this node may have acknowledged a leader's heartbeat a moment before
         // it stopped, and that leader may be counting on it for its lease (see
-        // `crate::lease`). openraft forgot when it last heard from a leader, so the refusal is
+        // `crate::cluster::lease`). openraft forgot when it last heard from a leader, so the refusal is
         // made here, with the node's own vote and log, as openraft refuses within a lease.
         let vote = state.replica.raft.metrics().borrow().vote;
         let last = state

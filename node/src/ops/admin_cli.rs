@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::config::{AdminAction, AdminArgs};
+use crate::ops::config::{AdminAction, AdminArgs};
 
 async fn send(
     http: &reqwest::Client,

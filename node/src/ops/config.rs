@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::identity::ClusterState;
+use crate::cluster::identity::ClusterState;
 use clap::{Args, Parser, Subcommand};
 
 /// Strata: a replicated, tiered key-value store and URL shortener.

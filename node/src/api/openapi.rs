@@ -7,7 +7,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
 /// The document, as served.
-pub const SPEC: &str = include_str!("../openapi.json");
+pub const SPEC: &str = include_str!("../../openapi.json");
 
 /// `GET /openapi.json`.
 pub async fn handler() -> Response {
@@ -111,7 +111,7 @@ mod tests {
 
     /// `(path, method)` of every `.route("...", ...)` call in `server.rs` (comments skipped).
     fn routed() -> BTreeSet<(String, String)> {
-        let src: String = include_str!("server.rs")
+        let src: String = include_str!("../server.rs")
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))
             .collect::<Vec<_>>()
@@ -248,7 +248,7 @@ mod tests {
             ["delete", "get", "put"].map(String::from).into()
         );
         assert_eq!(
-            methods_of(r#""/m", get(crate::metrics::handler)"#),
+            methods_of(r#""/m", get(crate::ops::metrics::handler)"#),
             ["get"].map(String::from).into()
         );
         assert_eq!(openapi_path("/kv/{*key}"), "/kv/{key}");

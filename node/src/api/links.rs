@@ -3,10 +3,10 @@
 //! put-if-absent through Raft, so two creations of one code cannot both win, and with the
 //! link's TTL as the engine TTL, so an expired link reads as absent everywhere.
 //!
-//! Redirects are counted without a Raft write each (see [`crate::visits`]). A link with
+//! Redirects are counted without a Raft write each (see [`crate::api::visits`]). A link with
 //! `max_visits` answers `410 Gone` once its visits reached the limit (the link still exists:
 //! `GET /api/links/{code}` shows it, `DELETE` removes it). Link creation is rate limited per
-//! client (see [`crate::ratelimit`]): one token per link asked for.
+//! client (see [`crate::ops::ratelimit`]): one token per link asked for.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -19,10 +19,10 @@ use raftlog::store::{Command, Op, OpResult, Reply};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-use crate::ratelimit::Grant;
+use crate::api::error::ApiError;
+use crate::api::visits::{read_counter, Counter};
+use crate::ops::ratelimit::Grant;
 use crate::server::AppState;
-use crate::visits::{read_counter, Counter};
 
 /// Length of generated codes: 62^7 ≈ 3.5e12 codes.
 pub const GENERATED_CODE_LEN: usize = 7;
@@ -153,7 +153,7 @@ fn plan(req: CreateLink, now: u64) -> Result<Planned, ApiError> {
     if req.max_visits == Some(0) {
         return Err(ApiError::bad_request("max_visits must be at least 1"));
     }
-    let ttl_ms = crate::kv::ttl_ms(req.ttl_seconds, "ttl_seconds")?;
+    let ttl_ms = crate::api::kv::ttl_ms(req.ttl_seconds, "ttl_seconds")?;
     let stored = Stored {
         v: 1,
         target,
@@ -300,8 +300,8 @@ pub async fn create(
     body: Result<Json<CreateLink>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     state.authorize(&headers)?;
-    let req = crate::error::json_body(body)?;
-    let planned = plan(req, crate::kv::now_ms())?;
+    let req = crate::api::error::json_body(body)?;
+    let planned = plan(req, crate::api::kv::now_ms())?;
     if let Err(r) = rate_limit(&state, peer, 1) {
         return Ok(r.into_response());
     }
@@ -330,14 +330,14 @@ pub async fn create_batch(
     body: Result<Json<CreateBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     state.authorize(&headers)?;
-    let req = crate::error::json_body(body)?;
+    let req = crate::api::error::json_body(body)?;
     if !(1..=MAX_BATCH).contains(&req.links.len()) {
         return Err(ApiError::bad_request(format!(
             "a batch has 1 to {MAX_BATCH} links, not {}",
             req.links.len()
         )));
     }
-    let now = crate::kv::now_ms();
+    let now = crate::api::kv::now_ms();
     let checked: Vec<Result<Planned, ApiError>> = req
         .links
         .into_iter()
@@ -489,12 +489,12 @@ pub async fn delete(
                 key: link_key(&code),
             },
             Op::Delete {
-                key: crate::visits::counter_key(&code),
+                key: crate::api::visits::counter_key(&code),
             },
         ],
-        now_ms: crate::kv::now_ms(),
+        now_ms: crate::api::kv::now_ms(),
     };
-    match crate::forward::propose(&state, cmd).await? {
+    match crate::cluster::forward::propose(&state, cmd).await? {
         Reply::Write(_) => {}
         Reply::Invalid(m) => return Err(ApiError::bad_request(m)),
         other => return Err(ApiError::unavailable(format!("unexpected reply {other:?}"))),

@@ -20,9 +20,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::cursor::{self, CursorError, FORWARD, REVERSE};
-use crate::error::ApiError;
-use crate::links::KEY_PREFIX;
+use crate::api::cursor::{self, CursorError, FORWARD, REVERSE};
+use crate::api::error::ApiError;
+use crate::api::links::KEY_PREFIX;
 use crate::server::AppState;
 
 /// Items per page when the query names no `limit`.
@@ -204,7 +204,7 @@ pub async fn scan(
             lo = max_lower(lo, Bound::Included(decode_cursor(c, FORWARD)?));
         }
     }
-    let mode = crate::kv::read_point(&state, q.consistency.as_deref()).await?;
+    let mode = crate::api::kv::read_point(&state, q.consistency.as_deref()).await?;
 
     // Reading tables may wait on the object store: off the async workers, under the deadline.
     let replica = state.replica.clone();
@@ -215,7 +215,7 @@ pub async fn scan(
         .await?;
     let mut r = Json(page).into_response();
     r.headers_mut()
-        .insert(crate::kv::READ_HEADER, mode.header());
+        .insert(crate::api::kv::READ_HEADER, mode.header());
     Ok(r)
 }
 

@@ -7,13 +7,13 @@ use openraft::error::ForwardToLeader;
 use openraft::{BasicNode, Raft};
 use raftlog::store::{Command, Reply, TypeConfig};
 
-use crate::error::ApiError;
-use crate::network::Peers;
+use crate::api::error::ApiError;
 use crate::server::AppState;
+use crate::transport::client::Peers;
 
 /// How long a write may take to commit before the client is told the outcome is unknown.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-use crate::reads::READ_TIMEOUT;
+use crate::cluster::reads::READ_TIMEOUT;
 
 fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError> {
     match (f.leader_id, f.leader_node) {
@@ -112,7 +112,7 @@ pub async fn propose_with(
 }
 
 /// Returns once a read of this node's state machine is linearizable: after this node has
-/// applied up to a read index confirmed after the call (see [`crate::reads`]).
+/// applied up to a read index confirmed after the call (see [`crate::cluster::reads`]).
 pub async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
     let index = state.reads().get().await?;
     applied_up_to(state, index).await

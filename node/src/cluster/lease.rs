@@ -17,7 +17,7 @@
 //! longer than its lease (a stop, swapping) is safe too: the lease is checked on the leader's
 //! clock after the pause, when it has expired.
 //!
-//! The acknowledgements are recorded by the network layer ([`crate::network`]), per peer, for
+//! The acknowledgements are recorded by the network layer ([`crate::transport::client`]), per peer, for
 //! the newest term only. A restarted follower has forgotten when it last heard from the leader,
 //! so a node refuses every vote for `election_timeout_max` after it starts ([`VoteGuard`]).
 

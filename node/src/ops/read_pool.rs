@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// A bound on blocking reads and the deadline each gets.
 pub struct ReadPool {

@@ -34,7 +34,7 @@ use raftlog::store::{Command, Reply, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::lease::Leases;
+use crate::cluster::lease::Leases;
 
 /// Header carrying the cluster secret on node-to-node calls.
 pub const SECRET_HEADER: &str = "x-strata-cluster-secret";
@@ -235,7 +235,7 @@ impl Peers {
             let msg = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
             return Err(CallError::Refused(status.as_u16(), msg));
         }
-        crate::wire::decode(&bytes)
+        crate::transport::wire::decode(&bytes)
             .map_err(|e| CallError::Unreachable(format!("{}: undecodable reply: {e}", url())))
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 
-use crate::config::Cli;
+use crate::ops::config::Cli;
 
 /// The --config value (or `STRATA_CONFIG`) of a `serve` command line, if any.
 fn config_path(args: &[String]) -> Option<PathBuf> {
