@@ -1,6 +1,5 @@
-//! The node: one replica started from the data directory, and the HTTP API in front of it.
+//! The node: its ranges started from the data directory, and the HTTP API in front of them.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,22 +9,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
-use openraft::{BasicNode, Config, SnapshotPolicy};
-use raftlog::{MaintainerOptions, Replica};
 
 use crate::api::error::ApiError;
 use crate::api::visits::Visits;
 use crate::api::{admin, kv, links};
-use crate::cluster::batcher::Batcher;
-use crate::cluster::identity::{ClusterState, Identity};
-use crate::cluster::lease::{Leases, VoteGuard};
-use crate::cluster::reads::ReadIndex;
+use crate::cluster::identity::Identity;
+use crate::cluster::lease::VoteGuard;
+use crate::cluster::range::Range;
+use crate::cluster::ranges::Ranges;
 use crate::ops::config::ServeArgs;
 use crate::ops::guard;
 use crate::ops::metrics::Metrics;
 use crate::ops::ratelimit::RateLimiter;
 use crate::ops::read_pool::ReadPool;
-use crate::transport::client::{Network, Peers, MAX_RPC_BODY};
+use crate::transport::client::{Peers, MAX_RPC_BODY};
 use crate::transport::server as rpc;
 use tokio::sync::Semaphore;
 
@@ -43,21 +40,16 @@ impl std::ops::Deref for AppState {
 
 /// The node's parts, behind [`AppState`].
 pub struct Shared {
-    pub replica: Arc<Replica>,
+    /// The ranges this node holds replicas of: handlers reach them through
+    /// [`crate::cluster::router`].
+    pub ranges: Arc<Ranges>,
     token: Option<Arc<str>>,
     cluster_secret: Option<Arc<str>>,
-    peers: Peers,
-    batcher: Batcher,
-    reads: ReadIndex,
-    /// Bytes in memtables beyond which writes are refused (see [`Shared::admit_write`]).
-    backlog_limit: usize,
     redirect: StatusCode,
     public_base: Arc<str>,
     /// Redirects counted here and not yet written.
     pub visits: Arc<Visits>,
     link_limiter: Arc<RateLimiter>,
-    /// Acknowledged heartbeats, for lease reads.
-    leases: Arc<Leases>,
     /// Refuses votes for a while after the start.
     vote_guard: VoteGuard,
     /// The cluster this node belongs to.
@@ -84,71 +76,9 @@ impl Shared {
         self.cluster_secret.as_deref()
     }
 
-    /// Client for calls to other nodes (forwarded writes and reads).
-    pub fn peers(&self) -> &Peers {
-        &self.peers
-    }
-
-    /// Group commit of client writes.
-    pub fn batcher(&self) -> &Batcher {
-        &self.batcher
-    }
-
-    /// Shared leadership confirmations of linearizable reads.
-    pub fn reads(&self) -> &ReadIndex {
-        &self.reads
-    }
-
-    /// Refuses a write (503, retry later) while the tables fall behind: sealed memtables wait to
-    /// be built and uploaded (say, the object store is slow or down) and the memtables hold more
-    /// than the limit. Without this, memory grows with every write until the process dies.
-    pub fn admit_write(&self) -> Result<(), ApiError> {
-        let (sealed, bytes) = self.replica.sm.backlog();
-        if sealed >= MAX_SEALED && bytes >= self.backlog_limit {
-            let mut e = ApiError::unavailable(format!(
-                "overloaded: {sealed} memtables ({} MiB) wait to be written to the object store; retry later",
-                bytes >> 20
-            ));
-            e.retry_after = Some(1);
-            return Err(e);
-        }
-        Ok(())
-    }
-
     /// Refuses votes for `election_timeout_max` after the process started (see [`crate::cluster::lease`]).
     pub fn vote_guard(&self) -> &VoteGuard {
         &self.vote_guard
-    }
-
-    /// Whether this node may serve a read from its state machine right now without asking
-    /// anyone: it leads, holds a lease (a quorum acknowledged heartbeats recent enough that no
-    /// other leader can have been elected), and has applied the first entry of its term (so
-    /// every write committed before its term is in its state machine) and all of the log it
-    /// restarted with (see [`raftlog::Replica::read_log_id`]). `Ok` is the index the state
-    /// machine must have applied before the read (every commit index sent to a follower);
-    /// `Err` says why no lease read may be served.
-    pub fn lease_read(&self) -> Result<u64, &'static str> {
-        let (me, vote, configs) = {
-            let m = self.replica.raft.metrics();
-            let m = m.borrow();
-            if m.state != openraft::ServerState::Leader || !m.vote.committed {
-                return Err("this node does not lead");
-            }
-            let configs = m.membership_config.membership().get_joint_config().clone();
-            (m.id, m.vote, configs)
-        };
-        match self.leases.expiry(me, &vote, &configs) {
-            Some(until) if until > std::time::Instant::now() => {}
-            _ => return Err("no quorum acknowledged a recent heartbeat"),
-        }
-        let applied = self.replica.sm.last_applied();
-        let term = applied.map(|l| l.leader_id.term);
-        if term != Some(vote.leader_id.term)
-            || applied.map_or(0, |l| l.index) < self.replica.start_log_index()
-        {
-            return Err("the leader has not applied its term's first entry yet");
-        }
-        Ok(self.leases.commit_sent())
     }
 
     /// Key and value bytes in one scan page, at most (a page holds at least one item).
@@ -161,17 +91,44 @@ impl Shared {
         &self.read_pool
     }
 
-    /// Reads `key` from this node's state machine: on the async worker when memory answers
-    /// (memtables, filters, cached blocks), else on the read pool under the request deadline.
-    pub async fn read(&self, key: Vec<u8>) -> Result<Option<raftlog::sm::Versioned>, ApiError> {
+    /// Reads `key` from `range`'s state machine on this node: on the async worker when memory
+    /// answers (memtables, filters, cached blocks), else on the read pool under the request
+    /// deadline. Refused ([`crate::cluster::range::WRONG_RANGE`]) when the range no longer
+    /// holds the key, judged after the read: a split applied before it moved the key.
+    pub async fn read(
+        &self,
+        range: &Arc<Range>,
+        key: Vec<u8>,
+    ) -> Result<Option<raftlog::sm::Versioned>, ApiError> {
         let failed = |e: raftlog::Error| ApiError::unavailable(format!("read failed: {e}"));
-        if let Some(r) = self.replica.sm.get_without_io(&key) {
-            return r.map_err(failed);
-        }
-        let replica = self.replica.clone();
-        self.read_pool
-            .run(move || replica.sm.get(&key).map_err(failed))
-            .await
+        range
+            .reads_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let v = match range.replica.sm.get_without_io(&key) {
+            Some(r) => r.map_err(failed)?,
+            None => {
+                let replica = range.replica.clone();
+                let k = key.clone();
+                self.read_pool
+                    .run(move || replica.sm.get(&k).map_err(failed))
+                    .await?
+            }
+        };
+        range.holds(&key)?;
+        Ok(v)
+    }
+
+    /// Reads `key` from this node's replica of the range holding it, as applied so far (a
+    /// stale read; see [`read`](Self::read)).
+    pub async fn read_stale(
+        &self,
+        key: Vec<u8>,
+    ) -> Result<Option<raftlog::sm::Versioned>, ApiError> {
+        crate::cluster::router::on_key(&self.ranges, &key.clone(), |r| {
+            let key = key.clone();
+            async move { self.read(&r, key).await }
+        })
+        .await
     }
 
     /// The per-client limit on link creation.
@@ -207,231 +164,23 @@ impl Shared {
     }
 }
 
-fn raft_config(args: &ServeArgs) -> Result<Arc<Config>> {
-    let c = Config {
-        cluster_name: "strata".into(),
-        heartbeat_interval: args.heartbeat_ms,
-        election_timeout_min: args.election_timeout_min_ms,
-        election_timeout_max: args.election_timeout_max_ms,
-        // The maintainer asks for a snapshot whenever the flushed point moves.
-        snapshot_policy: SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: args.raft_keep_entries,
-        ..Config::default()
-    };
-    Ok(Arc::new(c.validate().context("raft configuration")?))
-}
-
-/// Sealed memtables waiting for upload before the leader stops sealing (and writes are refused
-/// once the memtables also exceed their budget).
-const MAX_SEALED: usize = 4;
-
-/// How the node joins its group on first start.
-enum Bootstrap {
-    /// Form a group of these voters (this node has the smallest id among them).
-    Form(BTreeMap<u64, BasicNode>),
-    /// Another node forms it, or an admin adds this one.
-    Wait,
-}
-
-fn bootstrap(args: &ServeArgs, advertise: &str) -> Result<Bootstrap> {
-    if args.join || args.initial_cluster_state == ClusterState::Existing {
-        return Ok(Bootstrap::Wait);
-    }
-    if args.peers.is_empty() {
-        return Ok(Bootstrap::Form(BTreeMap::from([(
-            args.node_id,
-            BasicNode::new(advertise),
-        )])));
-    }
-    let members: BTreeMap<u64, BasicNode> = args
-        .peers
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-        .collect();
-    anyhow::ensure!(
-        members.len() == args.peers.len(),
-        "--peers names a node id twice"
-    );
-    anyhow::ensure!(
-        members.contains_key(&args.node_id),
-        "--peers does not name this node (--node-id {}); a node joining later starts with --join",
-        args.node_id
-    );
-    let first = members.keys().next().copied();
-    Ok(if first == Some(args.node_id) {
-        Bootstrap::Form(members)
-    } else {
-        Bootstrap::Wait
-    })
-}
-
-/// The group's shared object store: an S3 bucket, or a local directory.
-fn object_store(args: &ServeArgs) -> Result<Arc<dyn lsm::object::ObjectStore>> {
-    if let Some(bucket) = &args.s3_bucket {
-        let mut cfg = lsm::object::S3Config::new(bucket.clone());
-        if let Some(e) = &args.s3_endpoint {
-            cfg = cfg.with_endpoint(e.clone());
-        }
-        if let Some(r) = &args.s3_region {
-            cfg = cfg.with_region(r.clone());
-        }
-        if let (Some(id), Some(secret)) = (&args.s3_access_key_id, &args.s3_secret_access_key) {
-            cfg = cfg.with_static_credentials(id.clone(), secret.clone());
-        }
-        let store = lsm::object::S3Store::new(cfg)
-            .with_context(|| format!("configuring S3 bucket {bucket}"))?;
-        if args.s3_create_bucket {
-            store
-                .create_bucket_if_missing()
-                .with_context(|| format!("creating S3 bucket {bucket}"))?;
-        }
-        return Ok(Arc::new(store));
-    }
-    let dir = args
-        .object_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("objects"));
-    let store = lsm::object::LocalDirStore::open(&dir)
-        .with_context(|| format!("opening the object store in {}", dir.display()))?;
-    Ok(Arc::new(store))
-}
-
-/// Starts the node's replica; a node that forms its group on first start does so here.
-async fn start_replica(
-    args: &ServeArgs,
-    advertise: &str,
-    peers: Peers,
-    leases: Arc<Leases>,
-) -> Result<(Replica, Arc<Identity>)> {
-    let plan = bootstrap(args, advertise)?;
-    let multi = args.join || !args.peers.is_empty();
-    anyhow::ensure!(
-        !multi || args.cluster_secret.is_some(),
-        "--peers and --join need --cluster-secret (STRATA_CLUSTER_SECRET): nodes authenticate each other with it"
-    );
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store = object_store(args)?;
-    let identity = {
-        let (dir, store, prefix) = (
-            args.data_dir.clone(),
-            store.clone(),
-            args.object_prefix.clone(),
-        );
-        let (id, forming) = (args.node_id, matches!(plan, Bootstrap::Form(_)));
-        // The object store's calls block (S3's client runs its own runtime).
-        tokio::task::spawn_blocking(move || Identity::establish(&dir, store, &prefix, id, forming))
-            .await
-            .context("checking the cluster identity")??
-    };
-    let identity = Arc::new(identity);
-    let memtable = args.memtable_mb << 20;
-    let engine = lsm::Options {
-        write_buffer_size: memtable,
-        block_cache_bytes: args.block_cache_mb << 20,
-        cold_tier: Some(lsm::ColdTier::new(store, args.object_prefix.clone())),
-        ..lsm::Options::default()
-    };
-    let maintainer = MaintainerOptions {
-        seal_bytes: memtable,
-        max_sealed: MAX_SEALED,
-        ..MaintainerOptions::default()
-    };
-    let id = args.node_id;
-    let replica = Replica::start(
-        id,
-        &args.data_dir,
-        engine,
-        raft_config(args)?,
-        Network::new(peers, leases),
-        maintainer,
-    )
-    .await
-    .context("starting the replica")?;
-    if identity.rejoining() {
-        // Neither campaign nor vote (votes are refused in `rpc::vote`) until re-added.
-        replica.raft.runtime_config().elect(false);
-    }
-    if let Bootstrap::Form(members) = plan {
-        let named = identity.clone();
-        let cluster = tokio::task::spawn_blocking(move || named.create())
-            .await
-            .context("naming the cluster")??;
-        // An initialized node refuses, which is fine: the group exists.
-        match replica.raft.initialize(members).await {
-            Ok(()) => tracing::info!(cluster = %cluster, "formed a new group"),
-            Err(e) => tracing::debug!(error = %e, "not initializing: the group exists"),
-        }
-    }
-    if !multi {
-        replica
-            .raft
-            .wait(Some(Duration::from_secs(30)))
-            .current_leader(id, "this node leads its group")
-            .await
-            .context("waiting for the node to lead its group")?;
-    }
-    Ok((replica, identity))
-}
-
-/// Until the cluster id is known (another node forms the group), looks for it in the object
-/// store now and then and records it in the data directory.
-async fn learn_cluster_id(identity: Arc<Identity>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let id = identity.clone();
-        match tokio::task::spawn_blocking(move || id.learn()).await {
-            Ok(Ok(true)) => return,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "reading the cluster id"),
-            Err(_) => return,
-        }
-    }
-}
-
-/// A rejoining node (see [`crate::cluster::identity`]) waits to find itself a learner of the group: from
-/// then on its log and vote are its own, and it may vote and campaign once promoted.
-async fn end_rejoin(replica: Arc<Replica>, identity: Arc<Identity>) {
-    let mut rx = replica.raft.metrics();
-    loop {
-        let learner = {
-            let m = rx.borrow_and_update();
-            let mem = m.membership_config.membership();
-            mem.get_node(&m.id).is_some() && !mem.voter_ids().any(|v| v == m.id)
-        };
-        if learner {
-            let id = identity.clone();
-            match tokio::task::spawn_blocking(move || id.rejoined()).await {
-                Ok(Ok(())) => {
-                    replica.raft.runtime_config().elect(true);
-                    tracing::info!("rejoined as a learner: this node votes again once promoted");
-                    return;
-                }
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "ending the rejoin"),
-                Err(_) => return,
-            }
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Alive: the process answers and its Raft group member still runs. After a fatal Raft error
-/// (a log write failed, say) the node serves nothing useful and says so, so that a supervisor
-/// restarts it.
+/// Alive: the process answers and every Raft group member here still runs. After a fatal
+/// Raft error (a log write failed, say) the node serves nothing useful and says so, so that a
+/// supervisor restarts it.
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let m = state.replica.raft.metrics();
-    let running = m.borrow().running_state.clone();
-    running.map_err(|fatal| ApiError::unavailable(format!("raft has stopped: {fatal}")))?;
+    for r in state.ranges.all() {
+        let running = r.replica.raft.metrics().borrow().running_state.clone();
+        running.map_err(|fatal| {
+            ApiError::unavailable(format!("raft of range {} has stopped: {fatal}", r.id()))
+        })?;
+    }
     Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
-/// Ready when the group has a leader and this node has applied everything committed (as of a
-/// read index confirmed now): a node still catching up after a restart answers 503.
-async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(s) = state.replica.sm.apply_stall() {
+/// Whether one range is ready here: it has a leader and this replica applied everything
+/// committed (as of a read index confirmed now).
+async fn range_ready(r: &Range) -> Result<serde_json::Value, ApiError> {
+    if let Some(s) = r.replica.sm.apply_stall() {
         let mut e = ApiError::unavailable(if s.rejected {
             format!(
                 "the object store refuses this node (fix its credentials or bucket): {}",
@@ -441,38 +190,60 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
             format!("applying waits for the object store: {}", s.error)
         });
         e.extra = Some(serde_json::json!({
+            "range": r.id(),
             "stalled_entry": s.log_id.index,
             "stalled_seconds": s.since.elapsed().as_secs(),
             "object_store_rejected": s.rejected,
         }));
         return Err(e);
     }
-    let m = state.replica.raft.metrics().borrow().clone();
+    let m = r.replica.raft.metrics().borrow().clone();
     let Some(leader) = m.current_leader else {
-        return Err(ApiError::unavailable("no leader"));
+        return Err(ApiError::unavailable(format!(
+            "range {} has no leader",
+            r.id()
+        )));
     };
-    let commit = tokio::time::timeout(Duration::from_secs(2), state.reads().get())
+    let commit = tokio::time::timeout(Duration::from_secs(2), r.reads().get())
         .await
-        .map_err(|_| ApiError::unavailable("no commit index from the leader within 2 s"))??;
-    let applied = state
-        .replica
-        .raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map(|l| l.index);
+        .map_err(|_| {
+            ApiError::unavailable(format!(
+                "no commit index of range {} from its leader within 2 s",
+                r.id()
+            ))
+        })??;
+    let applied = r.replica.sm.last_applied().map(|l| l.index);
     if applied < commit {
-        let mut e = ApiError::unavailable("catching up with the group");
-        e.extra = Some(serde_json::json!({ "applied": applied, "commit": commit }));
+        let mut e = ApiError::unavailable(format!("range {} is catching up", r.id()));
+        e.extra =
+            Some(serde_json::json!({ "range": r.id(), "applied": applied, "commit": commit }));
         return Err(e);
     }
-    Ok(Json(serde_json::json!({
-        "status": "ready",
+    Ok(serde_json::json!({
         "leader": leader,
         "term": m.current_term,
         "applied": applied,
         "commit": commit,
-    })))
+    }))
+}
+
+/// Ready when every range here has a leader and this node has applied everything committed
+/// in it: a node still catching up after a restart answers 503. The first range's figures are
+/// in the answer.
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let ranges = state.ranges.all();
+    let checks = futures::future::join_all(ranges.iter().map(|r| range_ready(r))).await;
+    let mut first = None;
+    for (r, c) in ranges.iter().zip(checks) {
+        let c = c?;
+        if r.id() == raftlog::FIRST_RANGE {
+            first = Some(c);
+        }
+    }
+    let mut body = first.unwrap_or_else(|| serde_json::json!({}));
+    body["status"] = "ready".into();
+    body["ranges"] = ranges.len().into();
+    Ok(Json(body))
 }
 
 /// Body limits of the routes that read a body (the `PUT /kv` one is `--max-body-bytes`).
@@ -542,6 +313,9 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
             "/admin/membership",
             authed(post(admin::change_membership), s, SMALL_BODY),
         )
+        .route("/admin/split", authed(post(admin::split), s, SMALL_BODY))
+        .route("/admin/ranges", authed(get(admin::ranges), s, SMALL_BODY))
+        .route("/admin/nodes", authed(get(admin::nodes), s, SMALL_BODY))
         .route("/openapi.json", get(crate::api::openapi::handler))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
@@ -605,6 +379,9 @@ async fn background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
         if let Err(e) = state.visits.flush(&state).await {
             tracing::warn!(error = %e.message, "writing visit counts failed; retrying later");
         }
+        for r in state.ranges.all() {
+            r.sample_rates();
+        }
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(SWEEP_EVERY) {
             state.link_limiter().sweep();
@@ -612,6 +389,29 @@ async fn background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
     }
     if let Err(e) = state.visits.flush(&state).await {
         tracing::warn!(error = %e.message, "writing the last visit counts failed");
+    }
+}
+
+/// Keeps this node's record in the meta group's registry fresh: its address, and that it is
+/// alive (see [`crate::cluster::meta::NODE_DEAD_AFTER`]).
+async fn register(ranges: Arc<Ranges>, id: u64, addr: String) {
+    let started_ms = crate::api::kv::now_ms();
+    let mut tick = tokio::time::interval(crate::cluster::meta::REGISTER_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if ranges.get(raftlog::META_RANGE).is_none() {
+            continue;
+        }
+        let record = crate::cluster::meta::NodeRecord {
+            id,
+            addr: addr.clone(),
+            seen_ms: crate::api::kv::now_ms(),
+            started_ms,
+        };
+        if let Err(e) = crate::cluster::meta::register(&ranges, &record).await {
+            tracing::debug!(error = %e.message, "registering in the meta group");
+        }
     }
 }
 
@@ -658,33 +458,34 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.cluster_secret.as_deref().unwrap_or(""),
         args.peer_source_ip,
     )?;
-    let leases = Arc::new(Leases::new(args.lease_duration()));
-    let (replica, identity) =
-        start_replica(&args, &advertise, peers.clone(), leases.clone()).await?;
-    let replica = Arc::new(replica);
+    let (ranges, identity, born) =
+        crate::cluster::bootstrap::start(&args, &advertise, peers).await?;
+    tokio::spawn(born);
+    tokio::spawn(crate::cluster::bootstrap::ensure_meta(ranges.clone()));
+    tokio::spawn(register(ranges.clone(), args.node_id, advertise.clone()));
     if identity.cluster_id().is_none() {
-        tokio::spawn(learn_cluster_id(identity.clone()));
+        tokio::spawn(crate::cluster::bootstrap::learn_cluster_id(
+            identity.clone(),
+        ));
     }
     if identity.rejoining() {
-        tokio::spawn(end_rejoin(replica.clone(), identity.clone()));
+        tokio::spawn(crate::cluster::bootstrap::end_rejoin(
+            ranges.clone(),
+            identity.clone(),
+        ));
     }
     let public_base = args
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let state = AppState(Arc::new(Shared {
-        replica: replica.clone(),
+        ranges: ranges.clone(),
         token: args.token.as_deref().map(Arc::from),
         cluster_secret: args.cluster_secret.as_deref().map(Arc::from),
-        batcher: Batcher::spawn(replica.raft.clone(), peers.clone()),
-        reads: ReadIndex::spawn(replica.clone(), peers.clone()),
-        backlog_limit: (args.memtable_mb << 20) * (MAX_SEALED + 2),
-        peers,
         redirect: StatusCode::from_u16(args.redirect_status).unwrap_or(StatusCode::FOUND),
         public_base: Arc::from(public_base.trim_end_matches('/')),
         visits: Arc::new(Visits::default()),
         link_limiter: Arc::new(RateLimiter::new(args.link_rate_per_minute)),
-        leases,
         identity,
         vote_guard: VoteGuard::new(started, Duration::from_millis(args.election_timeout_max_ms)),
         scan_page_bytes: usize::try_from(args.scan_page_bytes).unwrap_or(usize::MAX),
@@ -698,7 +499,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "strata node ready");
     // On stdout, for scripts and tests that start the node on port 0.
     println!("strata: listening on http://{addr}");
-    let metrics = Arc::new(Metrics::new(replica.clone()));
+    let metrics = Arc::new(Metrics::new(ranges.clone()));
     let limits = RouterLimits {
         max_body: args.max_body_bytes,
         max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
@@ -723,6 +524,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("the last visit counts were not written in time");
     }
     // Requests are done; stop Raft (the memtables' writes are in the Raft log).
-    let _ = replica.raft.shutdown().await;
+    ranges.shutdown().await;
     Ok(())
 }

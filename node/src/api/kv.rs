@@ -11,6 +11,7 @@ use raftlog::store::{Op, OpResult};
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
+use crate::cluster::range::Range;
 use crate::server::AppState;
 
 /// Response header carrying a key's version.
@@ -87,10 +88,10 @@ fn versioned(status: StatusCode, version: u64, body: serde_json::Value) -> Respo
     r
 }
 
-/// Proposes one write (through the leader, in a shared entry) and waits for its result.
+/// Proposes one write (through the leader of its key's range, in a shared entry) and waits
+/// for its result.
 pub(crate) async fn propose(state: &AppState, op: Op) -> Result<OpResult, ApiError> {
-    state.admit_write()?;
-    let mut results = state.batcher().write(vec![op]).await?;
+    let mut results = crate::cluster::router::write(&state.ranges, vec![op]).await?;
     match results.pop() {
         Some(r) if results.is_empty() => Ok(r),
         _ => Err(ApiError::unavailable("unexpected number of results")),
@@ -215,14 +216,14 @@ impl ReadMode {
 /// [`crate::cluster::lease`]); anywhere else, or without the lease, it is a read-index read like a
 /// linearizable one: never weaker than asked.
 pub(crate) async fn read_point(
-    state: &AppState,
+    range: &Range,
     consistency: Option<&str>,
 ) -> Result<ReadMode, ApiError> {
     match consistency.unwrap_or("linearizable") {
         "linearizable" => {}
         "lease" => {
-            if let Ok(upto) = state.lease_read() {
-                crate::cluster::forward::applied_up_to(state, Some(upto)).await?;
+            if let Ok(upto) = range.lease_read() {
+                range.applied_up_to(Some(upto)).await?;
                 return Ok(ReadMode::Lease);
             }
         }
@@ -233,8 +234,34 @@ pub(crate) async fn read_point(
             )))
         }
     }
-    crate::cluster::forward::read_barrier(state).await?;
+    range.read_barrier().await?;
     Ok(ReadMode::ReadIndex)
+}
+
+/// Checks `consistency` before any range is asked (a bad value is a 400 wherever the key is).
+pub(crate) fn check_consistency(consistency: Option<&str>) -> Result<(), ApiError> {
+    match consistency.unwrap_or("linearizable") {
+        "linearizable" | "lease" | "stale" => Ok(()),
+        other => Err(ApiError::bad_request(format!(
+            "consistency must be linearizable, lease or stale, not {other:?}"
+        ))),
+    }
+}
+
+/// Reads `key` at the asked consistency from the range holding it (routed again if a split
+/// moved it meanwhile).
+pub(crate) async fn read_key(
+    state: &AppState,
+    key: &[u8],
+    consistency: Option<&str>,
+) -> Result<(ReadMode, Option<raftlog::sm::Versioned>), ApiError> {
+    check_consistency(consistency)?;
+    crate::cluster::router::on_key(&state.ranges, key, |range| async move {
+        let mode = read_point(&range, consistency).await?;
+        let v = state.read(&range, key.to_vec()).await?;
+        Ok((mode, v))
+    })
+    .await
 }
 
 /// `GET /kv/{key}`: the value as the body, its version in the version header.
@@ -244,8 +271,7 @@ pub async fn get(
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
     let key = check_key(&key)?;
-    let mode = read_point(&state, q.consistency.as_deref()).await?;
-    let v = state.read(key).await?;
+    let (mode, v) = read_key(&state, &key, q.consistency.as_deref()).await?;
     match v {
         Some(v) => {
             let mut r = (StatusCode::OK, v.value).into_response();

@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use raftlog::store::{Command, Op, OpResult, Reply};
+use raftlog::store::{Op, OpResult};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -223,10 +223,7 @@ async fn create_all(state: &AppState, items: &[Planned]) -> Vec<Result<(String, 
             codes.push(code);
         }
         // Through the batcher: concurrent creations share entries (one unit each).
-        let written = match state.admit_write() {
-            Ok(()) => state.batcher().write(ops).await,
-            Err(e) => Err(e),
-        };
+        let written = crate::cluster::router::write(&state.ranges, ops).await;
         let results = match written {
             Ok(r) if r.len() == todo.len() => r,
             Ok(r) => {
@@ -423,7 +420,7 @@ pub(crate) async fn lookup(
     if check_code(code).is_err() {
         return Ok(None);
     }
-    let Some(v) = state.read(link_key(code)).await? else {
+    let Some(v) = state.read_stale(link_key(code)).await? else {
         return Ok(None);
     };
     let stored: Stored = serde_json::from_slice(&v.value)
@@ -483,22 +480,12 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     state.authorize(&headers)?;
     load(&state, &code).await?;
-    let cmd = Command::Write {
-        ops: vec![
-            Op::Delete {
-                key: link_key(&code),
-            },
-            Op::Delete {
-                key: crate::api::visits::counter_key(&code),
-            },
-        ],
-        now_ms: crate::api::kv::now_ms(),
-    };
-    match crate::cluster::forward::propose(&state, cmd).await? {
-        Reply::Write(_) => {}
-        Reply::Invalid(m) => return Err(ApiError::bad_request(m)),
-        other => return Err(ApiError::unavailable(format!("unexpected reply {other:?}"))),
-    }
+    // The link and its counter, each in its range's entry (the counter first: a link left
+    // without one counts from zero, a counter left without its link would never be removed).
+    let ops = |key: Vec<u8>| vec![Op::Delete { key }];
+    crate::cluster::router::write(&state.ranges, ops(crate::api::visits::counter_key(&code)))
+        .await?;
+    crate::cluster::router::write(&state.ranges, ops(link_key(&code))).await?;
     state.visits.forget(&code);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

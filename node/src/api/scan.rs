@@ -132,7 +132,7 @@ fn decode_cursor(c: &str, tag: u8) -> Result<Vec<u8>, ApiError> {
 }
 
 /// A string field, or its base64 and a marker field when it is not UTF-8.
-fn put_bytes(
+pub(crate) fn put_bytes(
     item: &mut serde_json::Map<String, serde_json::Value>,
     name: &str,
     marker: &str,
@@ -204,39 +204,232 @@ pub async fn scan(
             lo = max_lower(lo, Bound::Included(decode_cursor(c, FORWARD)?));
         }
     }
-    let mode = crate::api::kv::read_point(&state, q.consistency.as_deref()).await?;
-
-    // Reading tables may wait on the object store: off the async workers, under the deadline.
-    let replica = state.replica.clone();
-    let max_bytes = state.scan_page_bytes();
-    let page = state
-        .read_pool()
-        .run(move || read_page(replica.sm.db(), lo, hi, limit, max_bytes, reverse))
-        .await?;
-    let mut r = Json(page).into_response();
-    r.headers_mut()
-        .insert(crate::api::kv::READ_HEADER, mode.header());
+    crate::api::kv::check_consistency(q.consistency.as_deref())?;
+    let page = Page {
+        limit,
+        max_bytes: state.scan_page_bytes(),
+        reverse,
+        found: Vec::new(),
+        bytes: 0,
+    };
+    let (page, next, mode) = walk(&state, page, lo, hi, q.consistency.as_deref()).await?;
+    let mut r = Json(page.into_json(next)?).into_response();
+    if let Some(mode) = mode {
+        r.headers_mut()
+            .insert(crate::api::kv::READ_HEADER, mode.header());
+    }
     Ok(r)
 }
 
-/// Reads up to `limit` pairs holding at most `max_bytes` of keys and values (at least one pair,
-/// whatever its size), and the pair after them, which says whether a next page exists.
-fn read_page(
-    db: &lsm::Db,
-    lo: Bound<Vec<u8>>,
-    hi: Bound<Vec<u8>>,
+/// What a scan page holds so far.
+struct Page {
     limit: usize,
     max_bytes: usize,
     reverse: bool,
-) -> Result<serde_json::Value, ApiError> {
+    found: Vec<(Bytes, Bytes)>,
+    bytes: usize,
+}
+
+/// Where the next page resumes: a key in the scan's direction (forward: the first key not
+/// returned, inclusive; reverse: the last key returned, exclusive).
+type Next = Option<Vec<u8>>;
+
+/// Walks the ranges holding `[lo, hi)` in the page's direction, filling the page from each
+/// in turn. Each range is read after its own read barrier, and its piece is read again if
+/// the range changed meanwhile (a split moved part of it away): the page never misses a key
+/// a range boundary moved. Returns the page, where the next one resumes, and how the first
+/// range's read was made safe.
+async fn walk(
+    state: &AppState,
+    mut page: Page,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    consistency: Option<&str>,
+) -> Result<(Page, Next, Option<crate::api::kv::ReadMode>), ApiError> {
+    let mut mode = None;
+    // The part of [lo, hi) not walked yet.
+    let (mut lo, mut hi) = (lo, hi);
+    loop {
+        if is_empty(&lo, &hi) {
+            return Ok((page, None, mode));
+        }
+        // The range holding the next key in the scan's direction.
+        let probe: Vec<u8> = match (&lo, page.reverse) {
+            (Bound::Included(k), false) => k.clone(),
+            (Bound::Excluded(k), false) => {
+                let mut k = k.clone();
+                k.push(0);
+                k
+            }
+            (Bound::Unbounded, false) => Vec::new(),
+            (_, true) => Vec::new(),
+        };
+        let upper: Option<Vec<u8>> = match &hi {
+            Bound::Excluded(k) => Some(k.clone()),
+            Bound::Included(k) => {
+                let mut k = k.clone();
+                k.push(0);
+                Some(k)
+            }
+            Bound::Unbounded => None,
+        };
+        let (desc, range) = if page.reverse {
+            route(state, |r| r.route_below(upper.as_deref())).await?
+        } else {
+            route(state, |r| r.route(&probe)).await?
+        };
+        let m = crate::api::kv::read_point(&range, consistency).await?;
+        mode.get_or_insert(m);
+        // This range's piece of what is left.
+        let piece_lo = max_lower(lo.clone(), Bound::Included(desc.start.clone()));
+        let piece_hi = match &desc.end {
+            Some(e) => min_upper(hi.clone(), Bound::Excluded(e.clone())),
+            None => hi.clone(),
+        };
+        let replica = range.replica.clone();
+        let (room_items, room_bytes) = (
+            page.limit - page.found.len(),
+            page.max_bytes.saturating_sub(page.bytes),
+        );
+        let (first_item, reverse) = (page.found.is_empty(), page.reverse);
+        let (pl, ph) = (piece_lo.clone(), piece_hi.clone());
+        let (items, left) = state
+            .read_pool()
+            .run(move || {
+                read_piece(
+                    replica.sm.db(),
+                    pl,
+                    ph,
+                    room_items,
+                    room_bytes,
+                    first_item,
+                    reverse,
+                )
+            })
+            .await?;
+        // Read after the range changed: its piece may have moved (a split). Route again.
+        if range.descriptor().as_ref() != Some(&desc) {
+            continue;
+        }
+        range
+            .reads_served
+            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for (k, v) in items {
+            page.bytes += k.len() + v.len();
+            page.found.push((k, v));
+        }
+        if let Some(first_left) = left {
+            let next = if page.reverse {
+                page.found.last().map(|(k, _)| k.to_vec())
+            } else {
+                Some(first_left.to_vec())
+            };
+            return Ok((page, next, mode));
+        }
+        // The piece is done: what is left lies beyond this range, if anything.
+        if page.reverse {
+            let lo_inside = match &lo {
+                Bound::Included(k) => *k > desc.start,
+                Bound::Excluded(k) => *k >= desc.start,
+                Bound::Unbounded => false,
+            };
+            if desc.start.is_empty() || lo_inside {
+                return Ok((page, None, mode));
+            }
+            hi = Bound::Excluded(desc.start.clone());
+        } else {
+            let Some(end) = desc.end.clone() else {
+                return Ok((page, None, mode));
+            };
+            let hi_inside = match &hi {
+                Bound::Excluded(k) => *k <= end,
+                Bound::Included(k) => *k < end,
+                Bound::Unbounded => false,
+            };
+            if hi_inside {
+                return Ok((page, None, mode));
+            }
+            lo = Bound::Included(end);
+        }
+        if page.found.len() == page.limit || page.bytes >= page.max_bytes {
+            // Full at a range boundary: the next page starts at the next range.
+            let next = if page.reverse {
+                page.found.last().map(|(k, _)| k.to_vec())
+            } else {
+                match &lo {
+                    Bound::Included(k) => Some(k.clone()),
+                    _ => None,
+                }
+            };
+            return Ok((page, next, mode));
+        }
+    }
+}
+
+/// The range `find` picks from this node's ranges, looked up again while ranges move (a
+/// child not started here yet).
+async fn route(
+    state: &AppState,
+    find: impl Fn(
+        &crate::cluster::ranges::Ranges,
+    ) -> Option<(
+        raftlog::RangeDescriptor,
+        std::sync::Arc<crate::cluster::range::Range>,
+    )>,
+) -> Result<
+    (
+        raftlog::RangeDescriptor,
+        std::sync::Arc<crate::cluster::range::Range>,
+    ),
+    ApiError,
+> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(found) = find(&state.ranges) {
+            return Ok(found);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(crate::cluster::range::wrong_range(None));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether no key lies in `[lo, hi)`.
+fn is_empty(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(l), Bound::Excluded(h)) => l >= h,
+        (Bound::Included(l), Bound::Included(h)) => l > h,
+        (Bound::Excluded(l), Bound::Excluded(h) | Bound::Included(h)) => l >= h,
+        _ => false,
+    }
+}
+
+/// Pairs read from a range, and the first key left after them in the piece, if any.
+type Piece = (Vec<(Bytes, Bytes)>, Option<Bytes>);
+
+/// Reads up to `room_items` pairs holding at most `room_bytes` of keys and values (at least
+/// one pair when `first_item`, whatever its size) from `[lo, hi)` of one range's engine, and
+/// the key after them, which says whether this piece has more.
+fn read_piece(
+    db: &lsm::Db,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    room_items: usize,
+    room_bytes: usize,
+    first_item: bool,
+    reverse: bool,
+) -> Result<Piece, ApiError> {
     let mut segs = segments(lo, hi);
     if reverse {
         segs.reverse();
     }
-    let mut found: Vec<(Bytes, Bytes)> = Vec::with_capacity(limit.min(64));
+    let mut found: Vec<(Bytes, Bytes)> = Vec::with_capacity(room_items.min(64));
     let mut bytes = 0usize;
-    let mut next: Option<Bytes> = None;
-    'segments: for seg in segs {
+    for seg in segs {
+        if is_empty(&seg.0, &seg.1) {
+            continue;
+        }
         let it = db.range(seg);
         let it: Box<dyn Iterator<Item = lsm::Result<(Bytes, Bytes)>>> = if reverse {
             Box::new(it.rev())
@@ -247,36 +440,37 @@ fn read_page(
             let (key, value) =
                 r.map_err(|e| ApiError::unavailable(format!("the scan failed: {e}")))?;
             let size = key.len() + value.len();
-            if found.len() == limit || (!found.is_empty() && bytes + size > max_bytes) {
-                next = Some(key);
-                break 'segments;
+            let may_exceed = first_item && found.is_empty();
+            if found.len() == room_items || (!may_exceed && bytes + size > room_bytes) {
+                return Ok((found, Some(key)));
             }
             bytes += size;
             found.push((key, value));
         }
     }
-    let cursor = match (next, found.last()) {
-        // The last key returned: the next page ends (exclusive) there.
-        (Some(_), Some((last, _))) if reverse => Some(encode_cursor(REVERSE, last)),
-        // The first key not returned: the next page starts (inclusive) there.
-        (Some(first_left), _) => Some(encode_cursor(FORWARD, &first_left)),
-        (None, _) => None,
-    };
-    let mut items = Vec::with_capacity(found.len());
-    for (key, stored) in found {
-        let v = raftlog::sm::value::decode(stored).ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "the stored value of {:?} is damaged",
-                String::from_utf8_lossy(&key)
-            ))
-        })?;
-        let mut item = serde_json::Map::new();
-        put_bytes(&mut item, "key", "key_encoding", &key);
-        put_bytes(&mut item, "value", "encoding", &v.value);
-        item.insert("version".into(), v.version.into());
-        items.push(serde_json::Value::Object(item));
+    Ok((found, None))
+}
+
+impl Page {
+    fn into_json(self, next: Next) -> Result<serde_json::Value, ApiError> {
+        let tag = if self.reverse { REVERSE } else { FORWARD };
+        let cursor = next.map(|k| encode_cursor(tag, &k));
+        let mut items = Vec::with_capacity(self.found.len());
+        for (key, stored) in self.found {
+            let v = raftlog::sm::value::decode(stored).ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "the stored value of {:?} is damaged",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
+            let mut item = serde_json::Map::new();
+            put_bytes(&mut item, "key", "key_encoding", &key);
+            put_bytes(&mut item, "value", "encoding", &v.value);
+            item.insert("version".into(), v.version.into());
+            items.push(serde_json::Value::Object(item));
+        }
+        Ok(serde_json::json!({ "items": items, "cursor": cursor }))
     }
-    Ok(serde_json::json!({ "items": items, "cursor": cursor }))
 }
 
 #[cfg(test)]

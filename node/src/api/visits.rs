@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use raftlog::store::{Command, Op, OpResult, Reply};
+use raftlog::store::{Op, OpResult};
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
@@ -61,7 +61,7 @@ pub async fn read_counter(
     code: &str,
     link_version: u64,
 ) -> Result<Counter, ApiError> {
-    let v = state.read(counter_key(code)).await?;
+    let v = state.read_stale(counter_key(code)).await?;
     Ok(match v {
         None => Counter::default(),
         Some(v) => {
@@ -263,15 +263,13 @@ impl Visits {
             let n = updates.len().min(OPS_PER_WRITE);
             let batch: Vec<Update> = updates.drain(..n).collect();
             let batch_ops: Vec<Op> = ops.drain(..n).collect();
-            let cmd = Command::Write {
-                ops: batch_ops,
-                now_ms: now,
-            };
-            let results = match crate::cluster::forward::propose(state, cmd).await {
-                Ok(Reply::Write(r)) if r.len() == batch.len() => Some(r),
-                Ok(other) => {
+            let results = match crate::cluster::router::write(&state.ranges, batch_ops).await {
+                Ok(r) if r.len() == batch.len() => Some(r),
+                Ok(r) => {
                     first_error.get_or_insert(ApiError::unavailable(format!(
-                        "unexpected reply to a counter update: {other:?}"
+                        "{} results for {} counter updates",
+                        r.len(),
+                        batch.len()
                     )));
                     None
                 }
@@ -298,13 +296,21 @@ impl Visits {
     ) -> usize {
         let mut applied = Vec::new();
         let mut retry = Vec::new();
-        let mut highest = 0;
+        // Per range, the highest version written (versions are log indexes of the range's own
+        // group).
+        let mut highest: std::collections::BTreeMap<
+            u64,
+            (std::sync::Arc<crate::cluster::range::Range>, u64),
+        > = std::collections::BTreeMap::new();
         match results {
             Some(results) => {
                 for (u, r) in batch.into_iter().zip(results) {
                     match r {
                         OpResult::Applied { version, .. } => {
-                            highest = highest.max(version);
+                            if let Some((d, r)) = state.ranges.route(&counter_key(&u.code)) {
+                                let e = highest.entry(d.id).or_insert((r, 0));
+                                e.1 = e.1.max(version);
+                            }
                             applied.push(u);
                         }
                         _ => retry.push(u),
@@ -313,14 +319,14 @@ impl Visits {
             }
             None => retry = batch,
         }
-        if highest > 0 {
-            // Until this node applied the write, its local reads miss it: keep counting the
-            // visits as in flight meanwhile (their `expected` version still matches).
-            let _ = state
+        // Until this node applied the writes, its local reads miss them: keep counting the
+        // visits as in flight meanwhile (their `expected` version still matches).
+        for (range, version) in highest.into_values() {
+            let _ = range
                 .replica
                 .raft
                 .wait(Some(APPLY_WAIT))
-                .applied_index_at_least(Some(highest), "counter update applied")
+                .applied_index_at_least(Some(version), "counter update applied")
                 .await;
         }
         let mut map = self.entries();

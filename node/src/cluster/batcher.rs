@@ -69,9 +69,9 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the batching task on the current runtime; it ends when every [`Batcher`] clone is
     /// dropped.
-    pub fn spawn(raft: Raft<TypeConfig>, peers: Peers) -> Batcher {
+    pub fn spawn(raft: Raft<TypeConfig>, peers: Peers, range: u64) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, raft, peers));
+        tokio::spawn(run(rx, raft, peers, range));
         Batcher {
             tx,
             bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
@@ -105,7 +105,7 @@ impl Batcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Request>, raft: Raft<TypeConfig>, peers: Peers) {
+async fn run(mut rx: mpsc::Receiver<Request>, raft: Raft<TypeConfig>, peers: Peers, range: u64) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Request> = None;
     loop {
@@ -139,21 +139,21 @@ async fn run(mut rx: mpsc::Receiver<Request>, raft: Raft<TypeConfig>, peers: Pee
         let raft = raft.clone();
         let peers = peers.clone();
         tokio::spawn(async move {
-            propose(&raft, &peers, batch).await;
+            propose(&raft, &peers, range, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Proposes `batch` as one entry and answers each request with its share of the results.
-async fn propose(raft: &Raft<TypeConfig>, peers: &Peers, batch: Vec<Request>) {
+async fn propose(raft: &Raft<TypeConfig>, peers: &Peers, range: u64, batch: Vec<Request>) {
     let counts: Vec<usize> = batch.iter().map(|r| r.ops.len()).collect();
     let all: Vec<Op> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
     let cmd = Command::Write {
         ops: all,
         now_ms: crate::api::kv::now_ms(),
     };
-    match crate::cluster::forward::propose_with(raft, peers, cmd).await {
+    match crate::cluster::forward::propose_with(raft, peers, range, cmd).await {
         Ok(Reply::Write(results)) if results.len() == counts.iter().sum::<usize>() => {
             let mut results = results.into_iter();
             for r in batch {
@@ -166,10 +166,14 @@ async fn propose(raft: &Raft<TypeConfig>, peers: &Peers, batch: Vec<Request>) {
         Ok(Reply::Invalid(m)) if batch.len() > 1 => {
             tracing::debug!(reason = %m, requests = batch.len(), "shared entry refused; splitting");
             for r in batch {
-                Box::pin(propose(raft, peers, vec![r])).await;
+                Box::pin(propose(raft, peers, range, vec![r])).await;
             }
         }
         Ok(Reply::Invalid(m)) => answer_all(batch, ApiError::bad_request(m)),
+        // Routed by an out-of-date picture of the ranges: each request is routed again.
+        Ok(Reply::WrongRange(d)) => {
+            answer_all(batch, crate::cluster::range::wrong_range(d.as_ref()))
+        }
         Ok(other) => answer_all(
             batch,
             ApiError::unavailable(format!("unexpected reply {other:?}")),

@@ -8,12 +8,10 @@ use openraft::{BasicNode, Raft};
 use raftlog::store::{Command, Reply, TypeConfig};
 
 use crate::api::error::ApiError;
-use crate::server::AppState;
-use crate::transport::client::Peers;
+use crate::transport::client::{Peers, To};
 
 /// How long a write may take to commit before the client is told the outcome is unknown.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-use crate::cluster::reads::READ_TIMEOUT;
 
 fn leader(f: ForwardToLeader<u64, BasicNode>) -> Result<(u64, String), ApiError> {
     match (f.leader_id, f.leader_node) {
@@ -57,18 +55,13 @@ pub(crate) async fn deposed(raft: &Raft<TypeConfig>, target: u64) {
     }
 }
 
-/// Proposes `cmd` (a client write) on the leader, here or through the network, and returns its
-/// reply. A 503 means the outcome is unknown (the write may still commit).
-/// Refused (503) while the tables fall behind (see [`Shared::admit_write`](crate::server::Shared::admit_write)).
-pub async fn propose(state: &AppState, cmd: Command) -> Result<Reply, ApiError> {
-    state.admit_write()?;
-    propose_with(&state.replica.raft, state.peers(), cmd).await
-}
-
-/// [`propose`] with the parts it needs (for tasks that hold no [`AppState`]).
+/// Proposes `cmd` (a client write, or a split) on the leader of range `range`, here or through
+/// the network, and returns its reply. A 503 means the outcome is unknown (the write may still
+/// commit).
 pub async fn propose_with(
     raft: &Raft<TypeConfig>,
     peers: &Peers,
+    range: u64,
     cmd: Command,
 ) -> Result<Reply, ApiError> {
     let (id, addr) = match other_leader(raft) {
@@ -91,7 +84,13 @@ pub async fn propose_with(
             leader(f)?
         }
     };
-    let call = peers.propose(id, &addr, &cmd, WRITE_TIMEOUT);
+    let to = To {
+        node: id,
+        addr: &addr,
+        range,
+        epoch: None,
+    };
+    let call = peers.propose(to, &cmd, WRITE_TIMEOUT);
     let answer = tokio::select! {
         a = call => a,
         _ = deposed(raft, id) => {
@@ -109,27 +108,4 @@ pub async fn propose_with(
             "forwarding the write to the leader failed: {e}"
         ))),
     }
-}
-
-/// Returns once a read of this node's state machine is linearizable: after this node has
-/// applied up to a read index confirmed after the call (see [`crate::cluster::reads`]).
-pub async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
-    let index = state.reads().get().await?;
-    applied_up_to(state, index).await
-}
-
-/// Returns once this node's state machine has applied up to `index`.
-pub async fn applied_up_to(state: &AppState, index: Option<u64>) -> Result<(), ApiError> {
-    // Usually applied already: skip openraft's waiter, which clones all of Raft's metrics.
-    if state.replica.sm.last_applied().map(|l| l.index) >= index {
-        return Ok(());
-    }
-    state
-        .replica
-        .raft
-        .wait(Some(READ_TIMEOUT))
-        .applied_index_at_least(index, "read index")
-        .await
-        .map_err(|e| ApiError::unavailable(format!("this node is behind the leader: {e}")))?;
-    Ok(())
 }

@@ -43,9 +43,9 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     /// Starts the confirming task on the current runtime.
-    pub fn spawn(replica: Arc<Replica>, peers: Peers) -> ReadIndex {
+    pub fn spawn(replica: Arc<Replica>, peers: Peers, range: u64) -> ReadIndex {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, replica, peers));
+        tokio::spawn(run(rx, replica, peers, range));
         ReadIndex { tx }
     }
 
@@ -71,7 +71,7 @@ impl ReadIndex {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers) {
+async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers, range: u64) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
@@ -94,7 +94,7 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers
                 leader: Some(leader),
                 ..
             }) if waiting.iter().any(|w| !w.local_only) => {
-                Some(ask_leader(&replica, &peers, leader).await)
+                Some(ask_leader(&replica, &peers, range, leader).await)
             }
             _ => None,
         };
@@ -143,9 +143,20 @@ async fn confirm_here(replica: &Replica) -> Result<Option<LogId<u64>>, NotHere> 
 }
 
 /// A confirmation by the leader, over the network; given up as soon as another leader is known.
-async fn ask_leader(replica: &Replica, peers: &Peers, (id, addr): &(u64, String)) -> Answer {
+async fn ask_leader(
+    replica: &Replica,
+    peers: &Peers,
+    range: u64,
+    (id, addr): &(u64, String),
+) -> Answer {
+    let to = crate::transport::client::To {
+        node: *id,
+        addr,
+        range,
+        epoch: None,
+    };
     let answer = tokio::select! {
-        a = peers.read_index(*id, addr, READ_TIMEOUT) => a,
+        a = peers.read_index(to, READ_TIMEOUT) => a,
         _ = crate::cluster::forward::deposed(&replica.raft, *id) => {
             return Err(ApiError::unavailable(format!(
                 "node {id} stopped leading while asked for a read index; retry"

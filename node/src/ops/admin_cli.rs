@@ -47,16 +47,27 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 Some(json!({ "members": m })),
             )
         }
-        AdminAction::AddLearner { id, addr } => (
+        AdminAction::AddLearner { id, addr, range } => (
             reqwest::Method::POST,
             "/admin/learners",
-            Some(json!({ "id": id, "addr": addr })),
+            Some(json!({ "id": id, "addr": addr, "range": range })),
         ),
-        AdminAction::ChangeMembership { voters, remove } => (
+        AdminAction::ChangeMembership {
+            voters,
+            remove,
+            range,
+        } => (
             reqwest::Method::POST,
             "/admin/membership",
-            Some(json!({ "voters": voters, "remove": remove })),
+            Some(json!({ "voters": voters, "remove": remove, "range": range })),
         ),
+        AdminAction::Split { key } => (
+            reqwest::Method::POST,
+            "/admin/split",
+            Some(json!({ "key": key })),
+        ),
+        AdminAction::Ranges => (reqwest::Method::GET, "/admin/ranges", None),
+        AdminAction::Nodes => (reqwest::Method::GET, "/admin/nodes", None),
     };
     let (mut status, mut v) = send(
         &http,

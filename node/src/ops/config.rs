@@ -52,6 +52,9 @@ pub enum AdminAction {
         id: u64,
         /// The node's advertised HOST:PORT.
         addr: String,
+        /// The range whose group the node joins (the first range by default).
+        #[arg(long, default_value_t = raftlog::FIRST_RANGE)]
+        range: u64,
     },
     /// Makes exactly these nodes the voters (learners among them are promoted; voters left out
     /// become learners, or are removed with --remove).
@@ -61,7 +64,17 @@ pub enum AdminAction {
         /// Drop the nodes that stop being voters instead of keeping them as learners.
         #[arg(long)]
         remove: bool,
+        /// The range whose voters change (the first range by default).
+        #[arg(long, default_value_t = raftlog::FIRST_RANGE)]
+        range: u64,
     },
+    /// Splits the range holding KEY at KEY (refused while that range holds data at or after
+    /// KEY); a key that starts a range already changes nothing.
+    Split { key: String },
+    /// The ranges this node holds: keys, epoch, replicas, leader, size, rates.
+    Ranges,
+    /// The nodes of the cluster, with liveness, replicas and leaderships.
+    Nodes,
 }
 
 /// `ID=HOST:PORT`.

@@ -1,10 +1,13 @@
 //! Prometheus metrics at `GET /metrics` (OpenMetrics text): requests and their latencies per
 //! route, counted by a middleware; Raft, log, engine, cache and object-store figures read at
-//! scrape time from the replica, so they cost nothing between scrapes.
+//! scrape time from the replicas, so they cost nothing between scrapes. Figures are per node:
+//! summed over its ranges (no label per range: a node may hold thousands), the `raft_*` index
+//! gauges of the first range, and `raft_ranges` / `raft_ranges_led`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cluster::ranges::Ranges;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -16,7 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use raftlog::Replica;
 
 type Labels = Vec<(String, String)>;
 
@@ -33,8 +35,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry with the request instruments and a collector over `replica`.
-    pub fn new(replica: Arc<Replica>) -> Metrics {
+    /// A registry with the request instruments and a collector over the node's ranges.
+    pub fn new(ranges: Arc<Ranges>) -> Metrics {
         let mut registry = Registry::with_prefix("strata");
         let requests = Family::<Labels, Counter>::default();
         let latency =
@@ -49,7 +51,7 @@ impl Metrics {
             "Time to answer an HTTP request, by route and method",
             latency.clone(),
         );
-        registry.register_collector(Box::new(ReplicaCollector { replica }));
+        registry.register_collector(Box::new(ReplicaCollector { ranges }));
         Metrics {
             registry,
             requests,
@@ -106,9 +108,9 @@ pub async fn handler(State(m): State<Arc<Metrics>>) -> Response {
     }
 }
 
-/// Reads Raft's metrics, the log store's and the engine's statistics at each scrape.
+/// Reads Raft's metrics, the log stores' and the engines' statistics at each scrape.
 struct ReplicaCollector {
-    replica: Arc<Replica>,
+    ranges: Arc<Ranges>,
 }
 
 impl std::fmt::Debug for ReplicaCollector {
@@ -139,7 +141,27 @@ fn counter(
 
 impl Collector for ReplicaCollector {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let m = self.replica.raft.metrics().borrow().clone();
+        let all = self.ranges.all();
+        let Some(first) = self.ranges.get(raftlog::FIRST_RANGE) else {
+            return Ok(());
+        };
+        let m = first.replica.raft.metrics().borrow().clone();
+        let led = all
+            .iter()
+            .filter(|r| r.replica.raft.metrics().borrow().state == openraft::ServerState::Leader)
+            .count();
+        gauge(
+            &mut e,
+            "raft_ranges",
+            "Ranges (Raft groups, the meta group included) with a replica on this node",
+            all.len() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "raft_ranges_led",
+            "Ranges whose leader is this node",
+            led as i64,
+        )?;
         let idx = |l: Option<openraft::LogId<u64>>| l.map_or(-1, |l| l.index as i64);
         gauge(
             &mut e,
@@ -156,7 +178,7 @@ impl Collector for ReplicaCollector {
         gauge(
             &mut e,
             "raft_is_leader",
-            "1 when this node leads its group",
+            "1 when this node leads the first range",
             i64::from(m.state == openraft::ServerState::Leader),
         )?;
         gauge(
@@ -187,15 +209,18 @@ impl Collector for ReplicaCollector {
             &mut e,
             "raft_flushed_index",
             "Index up to which every write is in the tables",
-            idx(self.replica.sm.flushed()),
+            idx(first.replica.sm.flushed()),
         )?;
         counter(
             &mut e,
             "raft_log_syncs",
             "fdatasync calls of the Raft log's group commit",
-            self.replica.log.syncs(),
+            all.iter().map(|r| r.replica.log.syncs()).sum(),
         )?;
-        let stall = self.replica.sm.apply_stall();
+        let stall = all
+            .iter()
+            .filter_map(|r| r.replica.sm.apply_stall())
+            .min_by_key(|s| s.since);
         gauge(
             &mut e,
             "apply_stalled_seconds",
@@ -214,9 +239,12 @@ impl Collector for ReplicaCollector {
             &mut e,
             "apply_stalled_entries",
             "Entries whose apply had to wait for the object store",
-            self.replica.sm.stalled_entries(),
+            all.iter().map(|r| r.replica.sm.stalled_entries()).sum(),
         )?;
-        let (sealed, mem_bytes) = self.replica.sm.backlog();
+        let (sealed, mem_bytes) = all
+            .iter()
+            .map(|r| r.replica.sm.backlog())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
         gauge(
             &mut e,
             "engine_sealed_memtables",
@@ -229,83 +257,104 @@ impl Collector for ReplicaCollector {
             "Bytes in all memtables",
             mem_bytes as i64,
         )?;
-        let s = self.replica.sm.db().stats();
+        let stats: Vec<lsm::Stats> = all.iter().map(|r| r.replica.sm.db().stats()).collect();
+        let sum = |f: fn(&lsm::Stats) -> u64| stats.iter().map(f).sum::<u64>();
+        let tables: usize = stats
+            .iter()
+            .map(|s| s.levels.iter().map(|l| l.files).sum::<usize>())
+            .sum();
+        let table_bytes: u64 = stats
+            .iter()
+            .map(|s| s.levels.iter().map(|l| l.bytes).sum::<u64>())
+            .sum();
         gauge(
             &mut e,
             "engine_tables",
             "Tables in the engine's version",
-            s.levels.iter().map(|l| l.files).sum::<usize>() as i64,
+            tables as i64,
         )?;
         gauge(
             &mut e,
             "engine_table_bytes",
             "Bytes of the engine's tables",
-            s.levels.iter().map(|l| l.bytes).sum::<u64>() as i64,
+            table_bytes as i64,
         )?;
         let counters: [(&str, &str, u64); 16] = [
-            ("engine_writes", "Write batches applied", s.writes),
-            ("engine_flushes", "Memtables written as tables", s.flushes),
-            ("engine_compactions", "Compactions run", s.compactions),
+            ("engine_writes", "Write batches applied", sum(|s| s.writes)),
+            (
+                "engine_flushes",
+                "Memtables written as tables",
+                sum(|s| s.flushes),
+            ),
+            (
+                "engine_compactions",
+                "Compactions run",
+                sum(|s| s.compactions),
+            ),
             (
                 "engine_compaction_read_bytes",
                 "Bytes read by compactions",
-                s.bytes_compacted_read,
+                sum(|s| s.bytes_compacted_read),
             ),
             (
                 "engine_compaction_written_bytes",
                 "Bytes written by compactions",
-                s.bytes_compacted_written,
+                sum(|s| s.bytes_compacted_written),
             ),
-            ("block_cache_hits", "Block cache hits", s.block_cache_hits),
+            (
+                "block_cache_hits",
+                "Block cache hits",
+                sum(|s| s.block_cache_hits),
+            ),
             (
                 "block_cache_misses",
                 "Block cache misses",
-                s.block_cache_misses,
+                sum(|s| s.block_cache_misses),
             ),
             (
                 "disk_cache_hits",
                 "Local disk cache hits",
-                s.disk_cache_hits,
+                sum(|s| s.disk_cache_hits),
             ),
             (
                 "disk_cache_misses",
                 "Local disk cache misses",
-                s.disk_cache_misses,
+                sum(|s| s.disk_cache_misses),
             ),
             (
                 "object_store_gets",
                 "Object store GET requests",
-                s.cold_gets,
+                sum(|s| s.cold_gets),
             ),
             (
                 "object_store_get_bytes",
                 "Bytes read from the object store",
-                s.cold_get_bytes,
+                sum(|s| s.cold_get_bytes),
             ),
             (
                 "object_store_puts",
                 "Object store PUT requests",
-                s.cold_puts,
+                sum(|s| s.cold_puts),
             ),
             (
                 "object_store_put_bytes",
                 "Bytes written to the object store",
-                s.cold_put_bytes,
+                sum(|s| s.cold_put_bytes),
             ),
             (
                 "object_store_failures",
                 "Object store requests that failed",
-                s.cold_failures,
+                sum(|s| s.cold_failures),
             ),
             (
                 "object_store_deletes",
                 "Objects deleted from the object store",
-                s.cold_objects_deleted,
+                sum(|s| s.cold_objects_deleted),
             ),
             (
                 "object_store_lookups",
                 "Point lookups that needed the object store",
-                s.cold_lookups,
+                sum(|s| s.cold_lookups),
             ),
         ];
         for (name, help, v) in counters {
@@ -315,7 +364,8 @@ impl Collector for ReplicaCollector {
             &mut e,
             "block_cache_usage_bytes",
             "Bytes held by the block cache",
-            s.block_cache_usage as i64,
+            // One cache shared by every range: each reports its usage.
+            stats.first().map_or(0, |s| s.block_cache_usage) as i64,
         )?;
         Ok(())
     }

@@ -46,6 +46,12 @@ pub const VERSION_HEADER: &str = "x-strata-raft-wire";
 /// misconfigured address (or two nodes started with one id) fails loudly instead of feeding one
 /// node's messages to another.
 pub const TARGET_HEADER: &str = "x-strata-target-node";
+/// The range (Raft group) a call is for; absent, the first range (as a node before ranges
+/// sent it).
+pub const RANGE_HEADER: &str = "x-strata-range";
+/// The range epoch a forwarded write was routed with: the leader answers `WrongRange` when
+/// its range has another epoch.
+pub const EPOCH_HEADER: &str = "x-strata-range-epoch";
 /// Largest RPC body a node accepts. A larger append is split by openraft (see
 /// [`PayloadTooLarge`]); one larger entry cannot exist (client bodies are far smaller).
 pub const MAX_RPC_BODY: usize = 64 << 20;
@@ -184,31 +190,35 @@ impl Peers {
     /// Posts `req` to `http://{addr}/raft/{path}` and decodes the reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        target: u64,
-        addr: &str,
+        to: To<'_>,
         path: &str,
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let body = postcard::to_stdvec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
-        self.post(target, addr, path, body, timeout).await
+        self.post(to, path, body, timeout).await
     }
 
     async fn post<Resp: DeserializeOwned>(
         &self,
-        target: u64,
-        addr: &str,
+        to: To<'_>,
         path: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
+        let addr = to.addr;
         let url = || format!("http://{addr}/raft/{path}");
-        let req = Request::post(format!("/raft/{path}"))
+        let mut req = Request::post(format!("/raft/{path}"))
             .header(HOST, addr)
             .header(SECRET_HEADER, self.secret.clone())
             .header(VERSION_HEADER, WIRE_VERSION)
-            .header(TARGET_HEADER, target)
-            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(TARGET_HEADER, to.node)
+            .header(RANGE_HEADER, to.range)
+            .header(CONTENT_TYPE, "application/octet-stream");
+        if let Some(epoch) = to.epoch {
+            req = req.header(EPOCH_HEADER, epoch);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Unreachable(format!("{}: {e}", url())))?;
         let exchange = async {
@@ -242,37 +252,51 @@ impl Peers {
     /// Proposes `cmd` through the leader (`target` at `addr`).
     pub async fn propose(
         &self,
-        target: u64,
-        addr: &str,
+        to: To<'_>,
         cmd: &Command,
         timeout: Duration,
     ) -> Result<Result<Reply, String>, CallError> {
-        self.call(target, addr, "propose", cmd, timeout).await
+        self.call(to, "propose", cmd, timeout).await
     }
 
     /// Asks the leader at `addr` for a read index: once this node has applied up to it, a
     /// local read is linearizable.
     pub async fn read_index(
         &self,
-        target: u64,
-        addr: &str,
+        to: To<'_>,
         timeout: Duration,
     ) -> Result<Result<Option<LogId<u64>>, String>, CallError> {
-        self.call(target, addr, "read-index", &(), timeout).await
+        self.call(to, "read-index", &(), timeout).await
     }
 }
 
-/// openraft's network factory: one [`Conn`] per target node.
+/// Where a call goes: a node, at an address, for one of its ranges.
+#[derive(Debug, Clone, Copy)]
+pub struct To<'a> {
+    pub node: u64,
+    pub addr: &'a str,
+    pub range: u64,
+    /// The range's epoch as the caller routed by, if the call depends on it.
+    pub epoch: Option<u64>,
+}
+
+/// openraft's network factory of one range: one [`Conn`] per target node.
 #[derive(Clone)]
 pub struct Network {
     peers: Peers,
     leases: Arc<Leases>,
+    range: u64,
 }
 
 impl Network {
-    /// Calls go through `peers`; acknowledged AppendEntries are recorded in `leases`.
-    pub fn new(peers: Peers, leases: Arc<Leases>) -> Network {
-        Network { peers, leases }
+    /// Calls of range `range` go through `peers`; acknowledged AppendEntries are recorded in
+    /// `leases`.
+    pub fn new(peers: Peers, leases: Arc<Leases>, range: u64) -> Network {
+        Network {
+            peers,
+            leases,
+            range,
+        }
     }
 }
 
@@ -282,6 +306,7 @@ pub struct Conn {
     leases: Arc<Leases>,
     target: u64,
     addr: String,
+    range: u64,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -293,6 +318,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             leases: self.leases.clone(),
             target,
             addr: node.addr.clone(),
+            range: self.range,
         }
     }
 }
@@ -325,7 +351,17 @@ impl Conn {
     {
         let r: Result<Resp, RaftError<u64, E>> = self
             .peers
-            .post(self.target, &self.addr, path, body, option.hard_ttl())
+            .post(
+                To {
+                    node: self.target,
+                    addr: &self.addr,
+                    range: self.range,
+                    epoch: None,
+                },
+                path,
+                body,
+                option.hard_ttl(),
+            )
             .await
             .map_err(|e| match e {
                 CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(

@@ -13,9 +13,14 @@ use raftlog::store::{Command, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::api::error::ApiError;
+use crate::cluster::range::Range;
 use crate::server::AppState;
-use crate::transport::client::{TARGET_HEADER, VERSION_HEADER, WIRE_VERSION};
+use crate::transport::client::{
+    EPOCH_HEADER, RANGE_HEADER, TARGET_HEADER, VERSION_HEADER, WIRE_VERSION,
+};
 
 /// Checks the secret (in constant time) and the wire version, then decodes the body.
 fn admit<T: DeserializeOwned>(
@@ -32,7 +37,7 @@ fn admit<T: DeserializeOwned>(
             "unsupported raft wire version (this node speaks {WIRE_VERSION})"
         )));
     }
-    let me = state.replica.raft.metrics().borrow().id;
+    let me = state.ranges.node_id();
     let target = headers
         .get(TARGET_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -46,6 +51,40 @@ fn admit<T: DeserializeOwned>(
     }
     crate::transport::wire::decode(body)
         .map_err(|e| ApiError::bad_request(format!("undecodable body: {e}")))
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request(format!("{name} is not a number")))
+        })
+        .transpose()
+}
+
+/// The replica of the range the call is for. Raft's own calls (`create`) start a replica of a
+/// range this node lacks, empty, to be caught up by a snapshot: the message may come from a
+/// split this node has not applied yet, or from a group it was added to.
+async fn range_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    create: bool,
+) -> Result<Arc<Range>, ApiError> {
+    let id = header_u64(headers, RANGE_HEADER)?.unwrap_or(raftlog::FIRST_RANGE);
+    if let Some(r) = state.ranges.get(id) {
+        return Ok(r);
+    }
+    if !create {
+        return Err(crate::cluster::range::wrong_range(None));
+    }
+    state
+        .ranges
+        .start(id, true)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("starting a replica of range {id}: {e:#}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Response {
@@ -66,7 +105,8 @@ pub async fn append(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = admit(&state, &headers, &body)?;
-    Ok(reply(&state.replica.raft.append_entries(req).await))
+    let range = range_of(&state, &headers, true).await?;
+    Ok(reply(&range.replica.raft.append_entries(req).await))
 }
 
 pub async fn vote(
@@ -75,14 +115,15 @@ pub async fn vote(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: VoteRequest<u64> = admit(&state, &headers, &body)?;
+    let range = range_of(&state, &headers, true).await?;
     if state.vote_guard().refusing() || state.identity.rejoining() {
         // Rejoining after losing its data: it may have voted in this very term before (see
         // `crate::cluster::identity`). Or just restarted: this node may have acknowledged a leader's heartbeat a moment before
         // it stopped, and that leader may be counting on it for its lease (see
         // `crate::cluster::lease`). openraft forgot when it last heard from a leader, so the refusal is
         // made here, with the node's own vote and log, as openraft refuses within a lease.
-        let vote = state.replica.raft.metrics().borrow().vote;
-        let last = state
+        let vote = range.replica.raft.metrics().borrow().vote;
+        let last = range
             .replica
             .log
             .clone()
@@ -95,7 +136,7 @@ pub async fn vote(
             Ok(VoteResponse::new(vote, last, false));
         return Ok(reply(&resp));
     }
-    Ok(reply(&state.replica.raft.vote(req).await))
+    Ok(reply(&range.replica.raft.vote(req).await))
 }
 
 pub async fn snapshot(
@@ -104,27 +145,51 @@ pub async fn snapshot(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req = admit(&state, &headers, &body)?;
-    Ok(reply(&state.replica.raft.install_snapshot(req).await))
+    let range = range_of(&state, &headers, true).await?;
+    Ok(reply(&range.replica.raft.install_snapshot(req).await))
 }
 
-/// A write a follower forwards. Only client writes: seals and table edits come from the
-/// leader's own maintainer, never from the network.
+/// A write or a split a follower forwards. Seals and table edits come from the leader's own
+/// maintainer, never from the network.
 pub async fn propose(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cmd: Command = admit(&state, &headers, &body)?;
-    let Command::Write { ops, .. } = cmd else {
-        return Err(ApiError::bad_request("only writes may be forwarded"));
+    let Ok(range) = range_of(&state, &headers, false).await else {
+        return Ok(reply(&Ok::<_, String>(Reply::WrongRange(None))));
+    };
+    // Routed with another epoch of the range: answered at once with the range as it is, so
+    // the caller routes again (the apply would refuse a key outside the range anyway).
+    if let Some(epoch) = header_u64(&headers, EPOCH_HEADER)? {
+        let desc = range.descriptor();
+        if desc.as_ref().map(|d| d.epoch) != Some(epoch) {
+            return Ok(reply(&Ok::<_, String>(Reply::WrongRange(desc))));
+        }
+    }
+    let ops = match cmd {
+        Command::Write { ops, .. } => ops,
+        split @ Command::Split { .. } => {
+            let r: Result<Reply, String> = range.propose(split).await.map_err(|e| e.message);
+            return Ok(reply(&r));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "only writes and splits may be forwarded",
+            ))
+        }
     };
     // Through this node's batcher: forwarded batches from every follower and local writes share
     // entries (one fsync and one replication round for all of them). The batch stays one unit:
     // its ops are applied together, in order, in one entry, with the leader's clock.
-    let r: Result<Reply, String> = match state.batcher().write(ops).await {
+    let r: Result<Reply, String> = match range.batcher().write(ops).await {
         Ok(results) => Ok(Reply::Write(results)),
         // Refused as such (e.g. an oversized value): the follower splits its batch on this.
         Err(e) if e.status == StatusCode::BAD_REQUEST => Ok(Reply::Invalid(e.message)),
+        Err(e) if e.error == crate::cluster::range::WRONG_RANGE => {
+            Ok(Reply::WrongRange(range.descriptor()))
+        }
         Err(e) => Err(e.message),
     };
     Ok(reply(&r))
@@ -137,7 +202,8 @@ pub async fn read_index(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     admit::<()>(&state, &headers, &body)?;
+    let range = range_of(&state, &headers, false).await?;
     // Shares a confirmation with this node's own reads and the other followers' requests.
-    let r: Result<_, String> = state.reads().get_as_leader().await.map_err(|e| e.message);
+    let r: Result<_, String> = range.reads().get_as_leader().await.map_err(|e| e.message);
     Ok(reply(&r))
 }
