@@ -227,11 +227,17 @@ async fn range_ready(r: &Range) -> Result<serde_json::Value, ApiError> {
     }))
 }
 
-/// Ready when every range here has a leader and this node has applied everything committed
-/// in it: a node still catching up after a restart answers 503. The first range's figures are
-/// in the answer.
+/// Ready when every range of user keys here has a leader and this node has applied
+/// everything committed in it: a node still catching up after a restart answers 503. The meta
+/// group is not waited for (it serves splits and the registry, not requests). The first
+/// range's figures are in the answer.
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let ranges = state.ranges.all();
+    let ranges: Vec<Arc<Range>> = state
+        .ranges
+        .all()
+        .into_iter()
+        .filter(|r| r.id() != raftlog::META_RANGE)
+        .collect();
     let checks = futures::future::join_all(ranges.iter().map(|r| range_ready(r))).await;
     let mut first = None;
     for (r, c) in ranges.iter().zip(checks) {

@@ -16,28 +16,36 @@
 //! old term (openraft restores it at once); this test caught its linearizable reads going back
 //! to what it had applied before the crash (see `raftlog::Replica::read_log_id`).
 //!
+//! The second test runs the same clients over 64 ranges (the group pre-split, one register
+//! key per range), with some clients writing unique keys and a scanner paginating over every
+//! range in both directions while the nemesis kills nodes and leaders move: every page must
+//! come in order, no key twice, and every key acknowledged before the scan began must be in
+//! it; once the cluster is whole every node scans everything again.
+//!
 //! `STRATA_CRASH_SECS` sets how long the clients run (default 15), `STRATA_SEED` replays the
 //! clients' and the nemesis's choices (not their timing).
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    auth, init_group, restart_member, start_member, status, try_request_within, wait_for_leader,
-    Node, Resp,
+    auth, init_group, request, restart_member, start_member, status, try_request,
+    try_request_within, wait_for_leader, Node, Resp,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use testkit::linearizability::{History, Op, Outcome};
 
 const NODES: usize = 3;
-const KEYS: u64 = 4;
 const CLIENTS: usize = 8;
+/// Items per scan page of the scanner: small, so pages end inside ranges and at their edges.
+const SCAN_PAGE: usize = 13;
 /// How long a client waits for an answer: a node killed under a request must not stall it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -45,12 +53,15 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
+/// Register `k` lives in range `k` of a cluster split at `r01`, `r02`, ...
 fn path(k: u64) -> String {
-    format!("/kv/reg-{k}")
+    format!("/kv/r{k:02}/reg")
 }
 
 /// What the clients and the nemesis share.
 struct Shared {
+    /// Registers (and ranges) the clients use.
+    keys: u64,
     /// Node `i + 1` listens on `addrs[i]`, before and after its restarts.
     addrs: Vec<SocketAddr>,
     /// Cleared just before the nemesis kills a node, set once it listens again.
@@ -59,6 +70,10 @@ struct Shared {
     /// Answers a correct node never gives (anything but 200, 404, 409 and 503, or a 200 or 409
     /// without its version).
     odd: Mutex<Vec<String>>,
+    /// Unique keys written for the scanner (when it runs): acknowledged, and ever tried.
+    scan_keys: Option<Mutex<(BTreeSet<String>, BTreeSet<String>)>>,
+    /// Scans completed (forward, reverse) and given up (a node died under one).
+    scans: [AtomicUsize; 3],
 }
 
 impl Shared {
@@ -86,7 +101,7 @@ fn get(s: &Shared, client: usize, addr: SocketAddr, k: u64) -> Option<u64> {
             }
             (404, _) => Outcome::Read(None),
             (503, _) => Outcome::Unknown,
-            (st, _) => s.odd(format!("GET reg-{k} via {addr}: {st} {}", r.text())),
+            (st, _) => s.odd(format!("GET {} via {addr}: {st} {}", path(k), r.text())),
         },
     };
     let unknown = outcome == Outcome::Unknown;
@@ -104,15 +119,50 @@ fn back_off_if(unknown: bool) {
     }
 }
 
+/// A put of a unique key in range `k` for the scanner: recorded as tried, then acknowledged.
+fn put_unique(
+    s: &Shared,
+    keys: &Mutex<(BTreeSet<String>, BTreeSet<String>)>,
+    client: usize,
+    addr: SocketAddr,
+    k: u64,
+    seq: u64,
+) {
+    let key = format!("r{k:02}/s-{client}-{seq}");
+    keys.lock().unwrap().1.insert(key.clone());
+    let r = try_request_within(
+        addr,
+        "PUT",
+        &format!("/kv/{key}"),
+        &auth(),
+        b"x",
+        CLIENT_TIMEOUT,
+    );
+    match r.map(|r| r.status) {
+        Some(200) => {
+            keys.lock().unwrap().0.insert(key);
+        }
+        Some(503) | None => back_off_if(true),
+        Some(st) => {
+            s.odd(format!("PUT {key} via {addr}: {st}"));
+        }
+    }
+}
+
 /// One random operation of `client`; `seen` is the last version it saw of each key (a CAS
 /// mostly expects it, so that some succeed).
 fn one_op(s: &Shared, client: usize, rng: &mut StdRng, seen: &mut [u64], seq: &mut u64) {
-    let k = rng.gen_range(0..KEYS);
+    let k = rng.gen_range(0..s.keys);
     let live: Vec<usize> = (0..NODES)
         .filter(|i| s.up[*i].load(Ordering::SeqCst))
         .collect();
     let addr = s.addrs[live[rng.gen_range(0..live.len())]];
     let roll = rng.gen_range(0..100);
+    if let Some(keys) = s.scan_keys.as_ref().filter(|_| roll >= 80) {
+        *seq += 1;
+        put_unique(s, keys, client, addr, k, *seq);
+        return;
+    }
     if roll < 40 {
         if let Some(v) = get(s, client, addr, k) {
             seen[k as usize] = v;
@@ -144,6 +194,9 @@ fn one_op(s: &Shared, client: usize, rng: &mut StdRng, seen: &mut [u64], seq: &m
     };
     let cas = matches!(op, Op::Cas { .. });
     let target = format!("{}{query}", path(k));
+    if let Some(keys) = &s.scan_keys {
+        keys.lock().unwrap().1.insert(path(k)[4..].to_string());
+    }
     let p = s.history.invoke(client, k, op);
     let r = try_request_within(addr, "PUT", &target, &auth(), &value, CLIENT_TIMEOUT);
     let outcome = match r {
@@ -151,6 +204,9 @@ fn one_op(s: &Shared, client: usize, rng: &mut StdRng, seen: &mut [u64], seq: &m
         None => Outcome::Unknown,
         Some(r) => match (r.status, version(&r)) {
             (200, Some(v)) => {
+                if let Some(keys) = &s.scan_keys {
+                    keys.lock().unwrap().0.insert(path(k)[4..].to_string());
+                }
                 seen[k as usize] = v;
                 if cas {
                     Outcome::CasApplied { version: v }
@@ -174,6 +230,93 @@ fn one_op(s: &Shared, client: usize, rng: &mut StdRng, seen: &mut [u64], seq: &m
     let unknown = outcome == Outcome::Unknown;
     s.history.complete(p, outcome);
     back_off_if(unknown);
+}
+
+/// One full paginated scan through `addr`; `None` when a page got no answer (or a 503).
+/// Checks as it goes that keys come in order, none twice.
+fn scan_all(s: &Shared, addr: SocketAddr, reverse: bool) -> Option<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = format!("/kv?limit={SCAN_PAGE}&reverse={reverse}");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let r = try_request_within(addr, "GET", &q, &[], b"", CLIENT_TIMEOUT)?;
+        if r.status == 503 {
+            return None;
+        }
+        if r.status != 200 {
+            s.odd(format!("GET {q} via {addr}: {} {}", r.status, r.text()));
+            return None;
+        }
+        let page = r.json();
+        for item in page["items"].as_array().into_iter().flatten() {
+            let k = item["key"].as_str().unwrap_or_default().to_string();
+            if let Some(last) = keys.last() {
+                let ordered = if reverse { k < *last } else { k > *last };
+                if !ordered {
+                    s.odd(format!(
+                        "scan via {addr} (reverse: {reverse}): {k:?} after {last:?}"
+                    ));
+                }
+            }
+            keys.push(k);
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return Some(keys),
+        }
+    }
+}
+
+/// Checks a complete scan against the keys acknowledged before it began (all there) and the
+/// keys ever tried (nothing else there).
+fn check_scan(s: &Shared, what: &str, keys: &[String], acked_before: &BTreeSet<String>) {
+    let Some(sk) = &s.scan_keys else { return };
+    let tried = sk.lock().unwrap().1.clone();
+    let got: BTreeSet<&String> = keys.iter().collect();
+    if got.len() != keys.len() {
+        s.odd(format!("{what}: a key came twice"));
+    }
+    if let Some(missing) = acked_before.iter().find(|k| !got.contains(k)) {
+        s.odd(format!(
+            "{what}: acknowledged key {missing:?} is missing ({} keys returned)",
+            keys.len()
+        ));
+    }
+    if let Some(extra) = got.iter().find(|k| !tried.contains(**k)) {
+        s.odd(format!("{what}: key {extra:?} was never written"));
+    }
+}
+
+/// Scans everything, alternating directions, through random live nodes until `end`.
+fn scanner(s: &Shared, end: Instant, rng: &mut StdRng) {
+    let mut reverse = false;
+    while Instant::now() < end {
+        let live: Vec<usize> = (0..NODES)
+            .filter(|i| s.up[*i].load(Ordering::SeqCst))
+            .collect();
+        let addr = s.addrs[live[rng.gen_range(0..live.len())]];
+        let Some(sk) = &s.scan_keys else { return };
+        let before = sk.lock().unwrap().0.clone();
+        match scan_all(s, addr, reverse) {
+            Some(keys) => {
+                check_scan(
+                    s,
+                    &format!("scan via {addr} (reverse: {reverse})"),
+                    &keys,
+                    &before,
+                );
+                s.scans[usize::from(reverse)].fetch_add(1, Ordering::SeqCst);
+                reverse = !reverse;
+            }
+            None => {
+                s.scans[2].fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// The leader's index in `s.addrs`, as some live node reports it.
@@ -216,6 +359,60 @@ fn nemesis(
 
 #[test]
 fn concurrent_put_get_cas_on_crashing_processes_are_linearizable() {
+    run(1, 4);
+}
+
+#[test]
+fn sixty_four_ranges_on_crashing_processes_stay_linearizable_and_scan_every_key_once() {
+    run(64, 64);
+}
+
+/// Splits the cluster at `r01`, `r02`, ... into `ranges` ranges through `addr`.
+fn pre_split(addr: SocketAddr, ranges: u64) {
+    for i in 1..ranges {
+        let body = serde_json::json!({ "key": format!("r{i:02}") }).to_string();
+        let r = request(addr, "POST", "/admin/split", &auth(), body.as_bytes());
+        assert_eq!(r.status, 200, "split at r{i:02}: {}", r.text());
+        assert_eq!(r.json()["split"], true, "{}", r.text());
+    }
+}
+
+/// Waits until every node runs all `ranges` ranges with a leader each; returns how many each
+/// node leads.
+fn wait_for_ranges(addrs: &[SocketAddr], ranges: usize) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<Option<serde_json::Value>> = addrs
+            .iter()
+            .map(|a| {
+                let r = try_request(*a, "GET", "/admin/ranges", &auth(), b"")?;
+                (r.status == 200).then(|| r.json())
+            })
+            .collect();
+        let complete = views.iter().all(|v| {
+            v.as_ref().is_some_and(|v| {
+                let list = v["ranges"].as_array().map_or(&[][..], |a| a.as_slice());
+                list.len() == ranges && list.iter().all(|r| r["leader"].as_u64().is_some())
+            })
+        });
+        if complete {
+            let first = views[0].as_ref().unwrap();
+            let mut led = vec![0; addrs.len()];
+            for r in first["ranges"].as_array().unwrap() {
+                let l = r["leader"].as_u64().unwrap() as usize;
+                led[l - 1] += 1;
+            }
+            return led;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not all run {ranges} ranges with leaders"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run(ranges: u64, keys: u64) {
     let secs = env_u64("STRATA_CRASH_SECS").unwrap_or(15);
     let seed = env_u64("STRATA_SEED").unwrap_or_else(rand::random);
     eprintln!("linearizable: STRATA_SEED={seed}");
@@ -238,12 +435,28 @@ fn concurrent_put_get_cas_on_crashing_processes_are_linearizable() {
     let addrs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.addr).collect();
     init_group(&addrs);
     wait_for_leader(&addrs, None);
+    let splitting = Instant::now();
+    pre_split(addrs[0], ranges);
+    let led = wait_for_ranges(&addrs, ranges as usize);
+    eprintln!(
+        "linearizable: {ranges} ranges in {:.1} s; leaders per node {led:?}",
+        splitting.elapsed().as_secs_f64()
+    );
+    if ranges >= 3 * NODES as u64 {
+        assert!(
+            led.iter().all(|n| *n > 0),
+            "the leaders did not spread over the nodes: {led:?}"
+        );
+    }
 
     let s = Shared {
+        keys,
         addrs: addrs.clone(),
         up: (0..NODES).map(|_| AtomicBool::new(true)).collect(),
         history: History::new(),
         odd: Mutex::new(Vec::new()),
+        scan_keys: (ranges > 1).then(|| Mutex::new((BTreeSet::new(), BTreeSet::new()))),
+        scans: Default::default(),
     };
     let started = Instant::now();
     let end = started + Duration::from_secs(secs);
@@ -252,11 +465,18 @@ fn concurrent_put_get_cas_on_crashing_processes_are_linearizable() {
             let s = &s;
             scope.spawn(move || {
                 let mut rng = StdRng::seed_from_u64(seed ^ client as u64);
-                let mut seen = vec![0u64; KEYS as usize];
+                let mut seen = vec![0u64; keys as usize];
                 let mut seq = 0;
                 while Instant::now() < end {
                     one_op(s, client, &mut rng, &mut seen, &mut seq);
                 }
+            });
+        }
+        if s.scan_keys.is_some() {
+            let s = &s;
+            scope.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(seed ^ 0x7363616e);
+                scanner(s, end, &mut rng);
             });
         }
         let mut rng = StdRng::seed_from_u64(seed ^ 0x6e656d65736973);
@@ -267,9 +487,40 @@ fn concurrent_put_get_cas_on_crashing_processes_are_linearizable() {
     // The group is whole again: every node reads every key.
     wait_for_leader(&addrs, None);
     for (i, addr) in addrs.iter().enumerate() {
-        for k in 0..KEYS {
+        for k in 0..keys {
             get(&s, CLIENTS + i, *addr, k);
         }
+    }
+    // And scans everything both ways: every acknowledged key exactly once.
+    if let Some(sk) = &s.scan_keys {
+        let acked = sk.lock().unwrap().0.clone();
+        for addr in &addrs {
+            for reverse in [false, true] {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let keys = loop {
+                    if let Some(k) = scan_all(&s, *addr, reverse) {
+                        break k;
+                    }
+                    assert!(Instant::now() < deadline, "no complete scan via {addr}");
+                    std::thread::sleep(Duration::from_millis(200));
+                };
+                check_scan(
+                    &s,
+                    &format!("final scan via {addr} (reverse: {reverse})"),
+                    &keys,
+                    &acked,
+                );
+            }
+        }
+        let [fwd, rev, aborted] = s.scans.each_ref().map(|a| a.load(Ordering::SeqCst));
+        eprintln!(
+            "linearizable: {} unique keys acknowledged; scans during the run: {fwd} forward, {rev} reverse complete, {aborted} cut by a kill",
+            acked.len()
+        );
+        assert!(
+            fwd + rev >= 2,
+            "too few scans completed during the run: {fwd} + {rev}"
+        );
     }
 
     let ops = s.history.len();
@@ -281,14 +532,14 @@ fn concurrent_put_get_cas_on_crashing_processes_are_linearizable() {
     let applied = count(&|o| matches!(o, Outcome::CasApplied { .. }));
     let rejected = count(&|o| matches!(o, Outcome::CasRejected { .. }));
     eprintln!(
-        "linearizable: {ops} operations in {:.1} s on {KEYS} keys, {known} with known outcomes \
+        "linearizable: {ops} operations in {:.1} s on {keys} keys, {known} with known outcomes \
          ({reads} reads, {puts} puts, {applied} CAS applied, {rejected} CAS rejected); \
          {kills} kills ({leader_kills} of the leader)",
         ran.as_secs_f64()
     );
     let checking = Instant::now();
     if let Err((k, v)) = s.history.check() {
-        panic!("key reg-{k}: history not linearizable: {v}");
+        panic!("key {}: history not linearizable: {v}", path(k));
     }
     eprintln!(
         "linearizable: checked in {:.1} s; {:.1} s in all",

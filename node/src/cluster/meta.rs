@@ -53,9 +53,33 @@ fn meta(ranges: &Ranges) -> Result<Arc<Range>, ApiError> {
     })
 }
 
+/// How long a meta operation waits out a meta group without a leader (just formed, or
+/// electing after a crash).
+const META_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `f` again while it fails with a 503 (no leader, a leader that just stepped down) until
+/// [`META_PATIENCE`] is spent.
+async fn patiently<T, Fut: std::future::Future<Output = Result<T, ApiError>>>(
+    mut f: impl FnMut() -> Fut,
+) -> Result<T, ApiError> {
+    let deadline = tokio::time::Instant::now() + META_PATIENCE;
+    loop {
+        match f().await {
+            Err(e)
+                if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e.message, "meta group not available yet; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A linearizable read of `key` in the meta group.
 async fn read(m: &Range, key: &[u8]) -> Result<Option<raftlog::Versioned>, ApiError> {
-    m.read_barrier().await?;
+    patiently(|| m.read_barrier()).await?;
     m.replica
         .sm
         .get(key)
@@ -80,7 +104,7 @@ async fn update(
             new: Some(new.clone()),
             ttl_ms: None,
         };
-        match m.write(vec![op]).await?.pop() {
+        match patiently(|| m.write(vec![op.clone()])).await?.pop() {
             Some(OpResult::Applied { .. }) => return Ok(Some(new)),
             Some(OpResult::Rejected { .. }) => continue,
             other => {
@@ -141,14 +165,14 @@ pub async fn record_range(ranges: &Ranges, desc: &RangeDescriptor) -> Result<(),
 /// The range table as the meta group holds it (linearizable), in id order.
 pub async fn range_table(ranges: &Ranges) -> Result<Vec<RangeDescriptor>, ApiError> {
     let m = meta(ranges)?;
-    m.read_barrier().await?;
+    patiently(|| m.read_barrier()).await?;
     scan_json(&m, b"range/")
 }
 
 /// The node registry (linearizable), in id order.
 pub async fn nodes(ranges: &Ranges) -> Result<Vec<NodeRecord>, ApiError> {
     let m = meta(ranges)?;
-    m.read_barrier().await?;
+    patiently(|| m.read_barrier()).await?;
     scan_json(&m, b"node/")
 }
 

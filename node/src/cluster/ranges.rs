@@ -100,6 +100,9 @@ pub struct Ranges {
     index: RwLock<Index>,
     /// Serialises starting replicas: one start per range, ever.
     starting: tokio::sync::Mutex<()>,
+    /// Serialises creating replica directories: a split's apply and a message of the child's
+    /// group may both create the child here at once.
+    creating: Arc<std::sync::Mutex<()>>,
     born: mpsc::UnboundedSender<Born>,
     /// Bumped when a range is added.
     added: AtomicU64,
@@ -121,6 +124,7 @@ impl Ranges {
             by_id: RwLock::default(),
             index: RwLock::default(),
             starting: tokio::sync::Mutex::new(()),
+            creating: Arc::default(),
             born,
             added: AtomicU64::new(0),
         });
@@ -195,10 +199,13 @@ impl Ranges {
                 self.by_id.read().unwrap_or_else(|p| p.into_inner()).len() < MAX_RANGES,
                 "this node holds {MAX_RANGES} ranges already"
             );
-            let d = dir.clone();
-            tokio::task::spawn_blocking(move || create_empty(&d))
-                .await
-                .context("creating an empty replica")??;
+            let (d, creating) = (dir.clone(), self.creating.clone());
+            tokio::task::spawn_blocking(move || {
+                let _one = creating.lock().unwrap_or_else(|p| p.into_inner());
+                create_empty(&d)
+            })
+            .await
+            .context("creating an empty replica")??;
             tracing::info!(
                 range = id,
                 "created an empty replica for a range this node lacked"
@@ -248,16 +255,21 @@ impl Ranges {
                     source: e,
                 })?;
             }
-            create_child(&dir, spec, t.node_id, t.engine(spec.desc.id))?;
+            let created = {
+                let _one = ranges.creating.lock().unwrap_or_else(|p| p.into_inner());
+                create_child(&dir, spec, t.node_id, t.engine(spec.desc.id))?
+            };
             // The chosen replica campaigns first, so the leaders of consecutive children land
-            // on different nodes.
+            // on different nodes. Not a replica that existed already (created empty for an
+            // early message, or by this split before a restart): its group has a leader, whom
+            // an election would only depose.
             let voters: Vec<u64> = spec.membership.voter_ids().collect();
             let chosen = voters
                 .get((spec.desc.id as usize) % voters.len().max(1))
                 .copied();
             let _ = ranges.born.send(Born {
                 id: spec.desc.id,
-                campaign: chosen == Some(t.node_id),
+                campaign: created && chosen == Some(t.node_id),
             });
             Ok(())
         })
