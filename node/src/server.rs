@@ -406,9 +406,6 @@ async fn register(ranges: Arc<Ranges>, id: u64, addr: String) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if ranges.get(raftlog::META_RANGE).is_none() {
-            continue;
-        }
         let record = crate::cluster::meta::NodeRecord {
             id,
             addr: addr.clone(),

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    auth, status, try_request_within, try_start, wait_for_leader, Node, Resp, SECRET, TOKEN,
+    auth, signal, status, try_request_within, try_start, wait_for_leader, Node, Resp, SECRET, TOKEN,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -267,14 +267,6 @@ fn recovery(
 
 fn leader_index(addrs: &[SocketAddr]) -> usize {
     wait_for_leader(addrs, None) as usize - 1
-}
-
-fn signal(node: &Node, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &node.child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} failed");
 }
 
 fn check_recovery(what: &str, times: &[(SocketAddr, Option<Duration>, Option<Duration>)]) {

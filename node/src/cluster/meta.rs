@@ -193,16 +193,50 @@ fn scan_json<T: serde::de::DeserializeOwned>(m: &Range, prefix: &[u8]) -> Result
     Ok(out)
 }
 
-/// Writes this node's record (address, liveness) to the registry.
+/// Writes this node's record (address, liveness) to the registry: through its own replica of
+/// the meta group, or, on a node outside it, through a node of the first range (which
+/// forwards it to the meta group's leader).
 pub async fn register(ranges: &Ranges, record: &NodeRecord) -> Result<(), ApiError> {
     let value = serde_json::to_vec(record).map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let m = meta(ranges)?;
-    m.write(vec![Op::Put {
+    let op = Op::Put {
         key: node_key(record.id),
         value,
-    }])
-    .await?;
-    Ok(())
+    };
+    if let Some(m) = ranges.get(META_RANGE) {
+        m.write(vec![op]).await?;
+        return Ok(());
+    }
+    let first = ranges
+        .get(FIRST_RANGE)
+        .ok_or_else(|| ApiError::unavailable("no range to find the meta group through"))?;
+    let members: Vec<(u64, String)> = {
+        let m = first.replica.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        mem.voter_ids()
+            .filter(|id| *id != ranges.node_id())
+            .filter_map(|id| mem.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect()
+    };
+    let cmd = raftlog::store::Command::Write {
+        ops: vec![op],
+        now_ms: crate::api::kv::now_ms(),
+    };
+    let mut last = ApiError::unavailable("no member of the first range to ask");
+    for (id, addr) in members {
+        let to = crate::transport::client::To {
+            node: id,
+            addr: &addr,
+            range: META_RANGE,
+            epoch: None,
+        };
+        match ranges.peers().propose(to, &cmd, REGISTER_EVERY).await {
+            Ok(Ok(raftlog::store::Reply::Write(_))) => return Ok(()),
+            Ok(Ok(other)) => last = ApiError::unavailable(format!("node {id} answered {other:?}")),
+            Ok(Err(m)) => last = ApiError::unavailable(format!("node {id}: {m}")),
+            Err(e) => last = ApiError::unavailable(format!("node {id}: {e}")),
+        }
+    }
+    Err(last)
 }
 
 /// How often a node rewrites its registry record; a record older than

@@ -136,6 +136,11 @@ impl Ranges {
         self.template.node_id
     }
 
+    /// The client of node-to-node calls.
+    pub fn peers(&self) -> &Peers {
+        &self.template.peers
+    }
+
     /// The replica of range `id`, if this node has one running.
     pub fn get(&self, id: u64) -> Option<Arc<Range>> {
         self.by_id

@@ -233,3 +233,12 @@ pub fn wait_for_leader(addrs: &[SocketAddr], gone: Option<u64>) -> u64 {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Sends `sig` (`-STOP`, `-CONT`, ...) to the node's process.
+pub fn signal(node: &Node, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &node.child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} failed");
+}
