@@ -6,34 +6,32 @@
 #
 #   tools/scripts/etcd-compare.sh            # 10 s per run
 #   SECS=5 CONNS=1,64 tools/scripts/etcd-compare.sh
+#   RANGES=1,64 tools/scripts/etcd-compare.sh # Strata's key space in 1, then 64 ranges
 #
+# With RANGES, the Strata put/get/ping run is repeated on a fresh cluster pre-split into each
+# count of ranges, and every one is compared with etcd.
 # Everything (etcd, the data) lives under a temporary directory removed at exit; the JSON
 # results are copied to $OUT (default ./etcd-compare-results).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${SECS:-10}
 CONNS=${CONNS:-1,64}
+RANGES=${RANGES:-1}
 OUT=${OUT:-./etcd-compare-results}
 tools/scripts/install-etcd.sh
 cargo build --release -q -p node -p tools
 BIN=target/release
 WORK=$(mktemp -d)
 PIDS=()
+STRATA_PIDS=()
+source tools/scripts/lib-strata-cluster.sh
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" "${STRATA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 mkdir -p "$OUT"
-
-wait_http() { # url, what
-  for _ in $(seq 1 150); do
-    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-    sleep 0.2
-  done
-  echo "timed out waiting for $2 ($1)" >&2; exit 1
-}
 
 echo "== etcd: 3 members on 127.0.0.1:2379{1,2,3}"
 CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
@@ -53,18 +51,28 @@ for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 PIDS=()
 
-echo "== strata: 3 nodes on 127.0.0.1:1808{1,2,3}"
-PEERS=1=127.0.0.1:18081,2=127.0.0.1:18082,3=127.0.0.1:18083
-for i in 1 2 3; do
-  $BIN/strata serve --node-id "$i" --listen "127.0.0.1:1808$i" --peers "$PEERS" \
-    --cluster-secret bench-secret --token bench-token --link-rate-per-minute 0 \
-    --data-dir "$WORK/s$i" --object-dir "$WORK/objects" >"$WORK/s$i.out" 2>"$WORK/s$i.log" &
-  PIDS+=($!)
+for R in ${RANGES//,/ }; do
+  echo "== strata: 3 nodes on 127.0.0.1:1808{1,2,3}, $R range(s)"
+  strata_stop # the previous count's cluster, if any
+  strata_start "$BIN/strata" "$WORK/strata-$R"
+  SUFFIX=$([ "$R" = 1 ] && echo "" || echo "-$R-ranges")
+  $BIN/strata-bench http --system strata --token bench-token --target "$STRATA_TARGETS" \
+    --phases put,get,ping --connections "$CONNS" --seconds "$SECS" --split-ranges "$R" \
+    --json "$OUT/strata$SUFFIX.json"
+  if [ "$R" != 1 ]; then
+    python3 - "$OUT/etcd.json" "$OUT/strata$SUFFIX.json" "$R" <<'PY'
+import json, sys
+etcd = {(r["phase"], r["connections"]): r for r in json.load(open(sys.argv[1]))["results"]}
+strata = {(r["phase"], r["connections"]): r for r in json.load(open(sys.argv[2]))["results"]}
+print(f"\n== ratios with {sys.argv[3]} ranges (strata / etcd, same run)")
+for k in sorted(strata):
+    if k in etcd and etcd[k]["ops_per_sec"] > 0 and k[0] != "ping":
+        s, e = strata[k]["ops_per_sec"], etcd[k]["ops_per_sec"]
+        print(f"{k[0]:>5} {k[1]:>3} conns: strata {s:>9.0f}/s  etcd {e:>9.0f}/s  ratio {s/e:5.2f}x")
+PY
+  fi
 done
-for i in 1 2 3; do wait_http "http://127.0.0.1:1808$i/ready" "strata node $i"; done
-STRATA_TARGETS=http://127.0.0.1:18081,http://127.0.0.1:18082,http://127.0.0.1:18083
-$BIN/strata-bench http --system strata --token bench-token --target "$STRATA_TARGETS" \
-  --phases put,get,ping --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata.json"
+# The link phases on the cluster of the last range count (1 by default).
 LEADER=$(curl -fsS -H 'Authorization: Bearer bench-token' http://127.0.0.1:18081/admin/status |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_addr"])')
 echo "== strata links on one node (the leader, $LEADER): creates, then redirects spread evenly over every link created"
@@ -76,6 +84,7 @@ echo "== strata redirects of 1,000 hot links on the leader"
 $BIN/strata-bench http --system strata --token bench-token --target "http://$LEADER" \
   --phases redirect --links 1000 --connections "$CONNS" --seconds "$SECS" --json "$OUT/strata-hot.json"
 
+[ -f "$OUT/strata.json" ] || exit 0
 python3 - "$OUT/etcd.json" "$OUT/strata.json" <<'PY'
 import json, sys
 etcd = {(r["phase"], r["connections"]): r for r in json.load(open(sys.argv[1]))["results"]}

@@ -256,12 +256,31 @@ pub(crate) async fn read_key(
     consistency: Option<&str>,
 ) -> Result<(ReadMode, Option<raftlog::sm::Versioned>), ApiError> {
     check_consistency(consistency)?;
-    crate::cluster::router::on_key(&state.ranges, key, |range| async move {
-        let mode = read_point(&range, consistency).await?;
-        let v = state.read(&range, key.to_vec()).await?;
-        Ok((mode, v))
-    })
+    // Straight to the range holding the key; routed again (a larger future, boxed) only if a
+    // split moved it meanwhile.
+    if let Some((_, range)) = state.ranges.route(key) {
+        match read_on(state, &range, key, consistency).await {
+            Err(e) if e.error == crate::cluster::range::WRONG_RANGE => {}
+            done => return done,
+        }
+    }
+    Box::pin(crate::cluster::router::on_key(
+        &state.ranges,
+        key,
+        |range| async move { read_on(state, &range, key, consistency).await },
+    ))
     .await
+}
+
+async fn read_on(
+    state: &AppState,
+    range: &std::sync::Arc<Range>,
+    key: &[u8],
+    consistency: Option<&str>,
+) -> Result<(ReadMode, Option<raftlog::sm::Versioned>), ApiError> {
+    let mode = read_point(range, consistency).await?;
+    let v = state.read(range, key.to_vec()).await?;
+    Ok((mode, v))
 }
 
 /// `GET /kv/{key}`: the value as the body, its version in the version header.

@@ -308,7 +308,7 @@ async fn walk(
             })
             .await?;
         // Read after the range changed: its piece may have moved (a split). Route again.
-        if range.descriptor().as_ref() != Some(&desc) {
+        if range.replica.sm.range_arc().as_deref() != Some(&*desc) {
             continue;
         }
         range
@@ -366,23 +366,18 @@ async fn walk(
     }
 }
 
+/// A range and its descriptor as the router found them.
+type Routed = (
+    std::sync::Arc<raftlog::RangeDescriptor>,
+    std::sync::Arc<crate::cluster::range::Range>,
+);
+
 /// The range `find` picks from this node's ranges, looked up again while ranges move (a
 /// child not started here yet).
 async fn route(
     state: &AppState,
-    find: impl Fn(
-        &crate::cluster::ranges::Ranges,
-    ) -> Option<(
-        raftlog::RangeDescriptor,
-        std::sync::Arc<crate::cluster::range::Range>,
-    )>,
-) -> Result<
-    (
-        raftlog::RangeDescriptor,
-        std::sync::Arc<crate::cluster::range::Range>,
-    ),
-    ApiError,
-> {
+    find: impl Fn(&crate::cluster::ranges::Ranges) -> Option<Routed>,
+) -> Result<Routed, ApiError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         if let Some(found) = find(&state.ranges) {

@@ -220,9 +220,9 @@ impl Range {
     /// Whether this replica's range holds `key` now (after a read barrier, the answer covers
     /// every split committed before the read).
     pub fn holds(&self, key: &[u8]) -> Result<(), ApiError> {
-        match self.descriptor() {
-            Some(d) if d.contains(key) => Ok(()),
-            d => Err(wrong_range(d.as_ref())),
+        if self.replica.sm.range_holds(key) {
+            return Ok(());
         }
+        Err(wrong_range(self.replica.sm.range_arc().as_deref()))
     }
 }

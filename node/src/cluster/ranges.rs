@@ -112,7 +112,7 @@ pub struct Ranges {
 struct Index {
     /// The sum of the ranges' change counters and `added` it was built at.
     built_at: u64,
-    by_start: BTreeMap<Vec<u8>, (RangeDescriptor, Arc<Range>)>,
+    by_start: BTreeMap<Vec<u8>, (Arc<RangeDescriptor>, Arc<Range>)>,
 }
 
 impl Ranges {
@@ -281,7 +281,7 @@ impl Ranges {
     }
 
     /// The user range holding `key` as this node knows it, if any.
-    pub fn route(&self, key: &[u8]) -> Option<(RangeDescriptor, Arc<Range>)> {
+    pub fn route(&self, key: &[u8]) -> Option<(Arc<RangeDescriptor>, Arc<Range>)> {
         self.refresh_index();
         let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
         idx.by_start
@@ -293,7 +293,7 @@ impl Ranges {
 
     /// The user range holding the keys just below `hi` (`None`: the last range), for reverse
     /// scans.
-    pub fn route_below(&self, hi: Option<&[u8]>) -> Option<(RangeDescriptor, Arc<Range>)> {
+    pub fn route_below(&self, hi: Option<&[u8]>) -> Option<(Arc<RangeDescriptor>, Arc<Range>)> {
         self.refresh_index();
         let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
         let found = match hi {
@@ -314,7 +314,7 @@ impl Ranges {
     }
 
     /// The user ranges as this node knows them, in key order.
-    pub fn descriptors(&self) -> Vec<(RangeDescriptor, Arc<Range>)> {
+    pub fn descriptors(&self) -> Vec<(Arc<RangeDescriptor>, Arc<Range>)> {
         self.refresh_index();
         let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
         idx.by_start.values().cloned().collect()
@@ -347,7 +347,7 @@ impl Ranges {
             if r.id() == META_RANGE {
                 continue;
             }
-            if let Some(d) = r.descriptor() {
+            if let Some(d) = r.replica.sm.range_arc() {
                 by_start.insert(d.start.clone(), (d, r));
             }
         }

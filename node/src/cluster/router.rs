@@ -61,6 +61,21 @@ type Share = (Arc<Range>, Vec<(usize, Op)>);
 /// Returns one result per op, in order; the first error fails the call (other ranges' shares
 /// may have been applied: the caller reports the outcome as unknown, as for any 503).
 pub async fn write(ranges: &Ranges, ops: Vec<Op>) -> Result<Vec<OpResult>, ApiError> {
+    // The common case, every op in one range that still holds them all: straight to it. The
+    // general loop, a larger future, is boxed so this path's stays small.
+    if let Some((_, range)) = ops.first().and_then(|o| ranges.route(o.key())) {
+        if ops.iter().skip(1).all(|o| range.holds(o.key()).is_ok()) {
+            match range.write(ops.clone()).await {
+                Err(e) if e.error == WRONG_RANGE => {}
+                done => return done,
+            }
+        }
+    }
+    Box::pin(write_routed(ranges, ops)).await
+}
+
+/// [`write`], regrouping by range and routing again until every op found its range.
+async fn write_routed(ranges: &Ranges, ops: Vec<Op>) -> Result<Vec<OpResult>, ApiError> {
     let deadline = Instant::now() + ROUTE_BUDGET;
     let mut pause = FIRST_PAUSE;
     let mut out: Vec<Option<OpResult>> = vec![None; ops.len()];

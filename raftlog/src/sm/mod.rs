@@ -146,6 +146,8 @@ struct Shared {
     split_hook: std::sync::OnceLock<SplitHook>,
     /// Bumped whenever the range changes (a split, a membership change, a snapshot).
     range_changes: AtomicU64,
+    /// `State::range`, published for readers that must not wait for apply.
+    published: arc_swap::ArcSwapOption<RangeDescriptor>,
     state: Mutex<State>,
     snapshots_built: AtomicU64,
     /// Set while apply waits for the object store.
@@ -263,6 +265,7 @@ impl StateMachine {
             })?
         };
         let flushed = saved.flushed;
+        let saved_range = saved.range.clone();
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 db,
@@ -272,13 +275,14 @@ impl StateMachine {
                     seals: BTreeMap::new(),
                     clock_ms: flushed.now_ms,
                     compacted_at: saved.compacted_at,
-                    range: saved.range,
+                    range: saved.range.clone(),
                     flushed,
                     current: None,
                 }),
                 group,
                 split_hook: std::sync::OnceLock::new(),
                 range_changes: AtomicU64::new(0),
+                published: arc_swap::ArcSwapOption::new(saved_range.map(Arc::new)),
                 snapshots_built: AtomicU64::new(0),
                 stall: Mutex::new(None),
                 stalled_entries: AtomicU64::new(0),
@@ -289,7 +293,28 @@ impl StateMachine {
     /// The group's range as of the last entry applied (`None` on a replica created empty that
     /// has not installed a snapshot yet).
     pub fn range(&self) -> Option<RangeDescriptor> {
-        self.state().range.clone()
+        self.range_arc().map(|r| (*r).clone())
+    }
+
+    /// [`range`](Self::range) without a copy.
+    pub fn range_arc(&self) -> Option<Arc<RangeDescriptor>> {
+        self.shared.published.load_full()
+    }
+
+    /// Whether the range holds `key` now (`false` while it is not known): the check of every
+    /// read, without copying the descriptor.
+    pub fn range_holds(&self, key: &[u8]) -> bool {
+        self.shared
+            .published
+            .load()
+            .as_deref()
+            .is_some_and(|r| r.contains(key))
+    }
+
+    /// Publishes `st.range` to readers, after a change of it.
+    fn publish_range(&self, st: &State) {
+        self.shared.published.store(st.range.clone().map(Arc::new));
+        self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The group this state machine belongs to.
@@ -335,6 +360,7 @@ impl StateMachine {
         st.clock_ms = now_ms;
         st.range = Some(range);
         st.flushed = point;
+        self.publish_range(&st);
         Ok(())
     }
 
@@ -642,7 +668,7 @@ impl StateMachine {
             hook(&spec).map_err(|e| sm_err(ErrorSubject::Apply(log_id), ErrorVerb::Write, e))?;
         }
         st.range = Some(parent.clone());
-        self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
+        self.publish_range(st);
         Ok(Reply::Split { parent, child })
     }
 
@@ -770,7 +796,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 Some(r) => r.epoch += 1,
                                 None => {}
                             }
-                            self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
+                            self.publish_range(&st);
                             Ok(Reply::Done)
                         }
                         EntryPayload::Normal(cmd) if reads_tables(cmd) => {
@@ -852,7 +878,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         st.range = saved.range;
         st.flushed = point;
         st.current = Some((meta.clone(), data));
-        self.shared.range_changes.fetch_add(1, Ordering::AcqRel);
+        self.publish_range(&st);
         Ok(())
     }
 

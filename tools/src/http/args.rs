@@ -76,6 +76,14 @@ pub struct HttpArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Strata: before the first phase, split the key space of puts and gets into this many
+    /// ranges of equal key counts (through the first target's admin API).
+    #[arg(long, default_value_t = 1)]
+    pub split_ranges: u64,
+    /// Processes (on this machine) whose CPU time is measured over each timed run: each result
+    /// then carries the CPU-seconds those processes spent per request.
+    #[arg(long, value_delimiter = ',')]
+    pub cpu_pids: Vec<u32>,
 }
 
 impl HttpArgs {
@@ -91,6 +99,12 @@ impl HttpArgs {
         }
         if self.keys == 0 {
             bail!("--keys must be at least 1");
+        }
+        if self.split_ranges == 0 || self.split_ranges > self.keys {
+            bail!("--split-ranges must be 1 to --keys");
+        }
+        if self.split_ranges > 1 && self.system != System::Strata {
+            bail!("--split-ranges is for Strata");
         }
         if self.system == System::Etcd
             && self

@@ -233,6 +233,21 @@ impl Client {
         Ok(self.expect(Method::GET, path, None, false, 200).await.0)
     }
 
+    /// Splits the range holding `key` at `key` (Strata's admin API).
+    pub async fn split(&mut self, key: &str) -> Result<Outcome> {
+        let body = Bytes::from(serde_json::to_vec(&json!({ "key": key }))?);
+        Ok(self
+            .expect(
+                Method::POST,
+                "/admin/split",
+                Some((body, "application/json")),
+                true,
+                200,
+            )
+            .await
+            .0)
+    }
+
     pub async fn redirect(&mut self, code: &str) -> Result<Outcome> {
         let path = format!("/{code}");
         Ok(self.expect(Method::GET, &path, None, false, 302).await.0)

@@ -45,6 +45,8 @@ pub struct PhaseResult {
     pub latency: Option<LatencySummary>,
     /// The first unexpected answer, to tell what went wrong.
     pub first_error: Option<String>,
+    /// CPU-seconds the `--cpu-pids` processes spent per request answered, when measured.
+    pub cpu_seconds_per_op: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +90,16 @@ async fn execute(args: &HttpArgs) -> Result<()> {
         args.value_size
     )?;
     let args = Arc::new(args.clone());
+    if args.split_ranges > 1 {
+        let began = Instant::now();
+        split(&args).await?;
+        writeln!(
+            out,
+            "split the key space into {} ranges in {:.1} s",
+            args.split_ranges,
+            began.elapsed().as_secs_f64()
+        )?;
+    }
     let mut codes: Arc<Vec<String>> = Arc::new(Vec::new());
     let mut filled = false;
     let mut results = Vec::new();
@@ -153,10 +165,50 @@ fn row(r: &PhaseResult) -> String {
         ms(|l| l.p999_us),
         r.errors
     );
+    if let Some(c) = r.cpu_seconds_per_op {
+        s.push_str(&format!("   {:.1} CPU-µs/op", c * 1e6));
+    }
     if let Some(e) = &r.first_error {
         s.push_str(&format!(" (first: {e})"));
     }
     s
+}
+
+/// Splits the key space of puts and gets into `--split-ranges` ranges of equal key counts.
+async fn split(args: &Arc<HttpArgs>) -> Result<()> {
+    let mut c = Client::new(&args.target[0], args.system, args.token.clone())?;
+    for i in 1..args.split_ranges {
+        let at = key(i * args.keys / args.split_ranges);
+        if let Outcome::Failed(e) = c.split(&at).await? {
+            anyhow::bail!("splitting at {at}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// User plus system CPU time of `pids` so far, in seconds (Linux `/proc/PID/stat`).
+fn cpu_seconds(pids: &[u32]) -> Result<f64> {
+    // USER_HZ, the unit of these fields: 100 on Linux whatever the kernel tick.
+    const TICKS: f64 = 100.0;
+    let mut total = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("unexpected /proc stat format")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the name.
+        for i in [11, 12] {
+            total += fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .context("unexpected /proc stat format")?;
+        }
+    }
+    Ok(total as f64 / TICKS)
 }
 
 /// Writes every key once (untimed), so gets find them.
@@ -267,6 +319,11 @@ async fn run_phase(
     }
     start_line.wait().await;
     let began = Instant::now();
+    let cpu_before = if args.cpu_pids.is_empty() {
+        None
+    } else {
+        Some(cpu_seconds(&args.cpu_pids)?)
+    };
     let mut all = Latencies::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -284,6 +341,10 @@ async fn run_phase(
     }
     let seconds = began.elapsed().as_secs_f64();
     let ops = all.count();
+    let cpu_seconds_per_op = match cpu_before {
+        Some(before) => Some((cpu_seconds(&args.cpu_pids)? - before) / (ops.max(1) as f64)),
+        None => None,
+    };
     Ok((
         PhaseResult {
             phase,
@@ -294,6 +355,7 @@ async fn run_phase(
             ops_per_sec: ops as f64 / seconds.max(1e-9),
             latency: all.summary(),
             first_error,
+            cpu_seconds_per_op,
         },
         new_codes,
     ))
