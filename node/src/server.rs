@@ -341,6 +341,7 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
             "/raft/read-index",
             rpc_route(post(rpc::read_index), SMALL_BODY),
         )
+        .route("/raft/node-id", rpc_route(post(rpc::node_id), SMALL_BODY))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guard::require_secret,
@@ -400,7 +401,7 @@ async fn background(state: AppState, mut stop: tokio::sync::watch::Receiver<bool
 
 /// Keeps this node's record in the meta group's registry fresh: its address, and that it is
 /// alive (see [`crate::cluster::meta::NODE_DEAD_AFTER`]).
-async fn register(ranges: Arc<Ranges>, id: u64, addr: String) {
+async fn register(ranges: Arc<Ranges>, id: u64, addr: String, via: Option<String>) {
     let started_ms = crate::api::kv::now_ms();
     let mut tick = tokio::time::interval(crate::cluster::meta::REGISTER_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -412,7 +413,7 @@ async fn register(ranges: Arc<Ranges>, id: u64, addr: String) {
             seen_ms: crate::api::kv::now_ms(),
             started_ms,
         };
-        if let Err(e) = crate::cluster::meta::register(&ranges, &record).await {
+        if let Err(e) = crate::cluster::meta::register(&ranges, &record, via.as_deref()).await {
             tracing::debug!(error = %e.message, "registering in the meta group");
         }
     }
@@ -465,7 +466,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         crate::cluster::bootstrap::start(&args, &advertise, peers).await?;
     tokio::spawn(born);
     tokio::spawn(crate::cluster::bootstrap::ensure_meta(ranges.clone()));
-    tokio::spawn(register(ranges.clone(), args.node_id, advertise.clone()));
+    tokio::spawn(register(
+        ranges.clone(),
+        args.node_id,
+        advertise.clone(),
+        args.join_via().map(str::to_string),
+    ));
     if identity.cluster_id().is_none() {
         tokio::spawn(crate::cluster::bootstrap::learn_cluster_id(
             identity.clone(),

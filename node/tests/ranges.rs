@@ -1,6 +1,7 @@
 //! Ranges across processes: a node that missed a split routes requests for the moved keys
 //! again once it learns of it; a request routed with an old epoch is answered with the range
-//! as it is; a node joining gets replicas of new ranges and registers; a data directory
+//! as it is; a node joining through an address registers, then gets replicas of new ranges;
+//! a data directory
 //! written by a single-group node (before ranges) opens as the first range with its data; a
 //! message for a range a node lacks creates it, empty.
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     auth, init_group, request, signal, start, start_member, try_request, wait_for_leader, Node,
-    SECRET,
+    SECRET, TOKEN,
 };
 
 fn split(addr: SocketAddr, key: &str) -> serde_json::Value {
@@ -159,7 +160,31 @@ fn a_node_joining_gets_replicas_of_new_ranges_and_registers() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut nodes, addrs) = three(tmp.path());
     let objects = tmp.path().join("objects");
-    let n4 = start_member(4, &tmp.path().join("n4"), &objects, "127.0.0.1:0");
+    // `--join ADDR`: it registers through node 1 before it holds any replica.
+    let via = addrs[0].to_string();
+    let n4 = start(
+        &tmp.path().join("n4"),
+        &[
+            "--join",
+            &via,
+            "--node-id",
+            "4",
+            "--cluster-secret",
+            SECRET,
+            "--token",
+            TOKEN,
+            "--object-dir",
+            objects.to_str().unwrap(),
+        ],
+    );
+    let registered = |n: usize| {
+        let r = request(addrs[1], "GET", "/admin/nodes", &auth(), b"");
+        r.status == 200
+            && r.json()["nodes"]
+                .as_array()
+                .is_some_and(|l| l.len() == n && l.iter().all(|x| x["live"] == true))
+    };
+    wait_until(30, "the joining node is registered", || registered(4));
     let leader = wait_for_leader(&addrs, None) as usize;
     let body = serde_json::json!({ "id": 4, "addr": n4.addr.to_string() }).to_string();
     let r = request(
@@ -197,14 +222,6 @@ fn a_node_joining_gets_replicas_of_new_ranges_and_registers() {
     put(n4.addr, "z", "through 4");
     assert_eq!(get(addrs[0], "z").as_deref(), Some("through 4"));
 
-    // It registered in the meta group (it holds no replica of it: through a member).
-    wait_until(30, "four live nodes are registered", || {
-        let r = request(addrs[0], "GET", "/admin/nodes", &auth(), b"");
-        r.status == 200
-            && r.json()["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == 4 && n.iter().all(|n| n["live"] == true))
-    });
     let listed = request(addrs[1], "GET", "/admin/nodes", &auth(), b"").json();
     let four = listed["nodes"]
         .as_array()

@@ -22,6 +22,22 @@ fn child_dir(c: &Cluster, node: u64, range: u64) -> PathBuf {
     c.dir(node).join("ranges").join(range.to_string())
 }
 
+/// Starts node `id`'s replica of range 2 from its directory, without initialize().
+async fn start_child(c: &Cluster, id: u64, router: &Arc<Router>) -> Replica {
+    Replica::start_group(
+        id,
+        2,
+        &child_dir(c, id, 2),
+        common::engine_options(c.objects.clone()),
+        test_config(),
+        router.factory(id),
+        MaintainerOptions::default(),
+        None,
+    )
+    .await
+    .expect("start child")
+}
+
 /// Hooks on every node's replica of range 1 that create children under its directory.
 fn install_hooks(c: &Cluster) {
     for &id in &c.ids {
@@ -118,18 +134,7 @@ async fn a_split_creates_the_child_on_every_replica_without_initialize() {
     let router = Arc::new(Router::default());
     let mut children: BTreeMap<u64, Replica> = BTreeMap::new();
     for &id in &c.ids {
-        let r = Replica::start_group(
-            id,
-            2,
-            &child_dir(&c, id, 2),
-            common::engine_options(c.objects.clone()),
-            test_config(),
-            router.factory(id),
-            MaintainerOptions::default(),
-            None,
-        )
-        .await
-        .expect("start child");
+        let r = start_child(&c, id, &router).await;
         router.add(id, r.raft.clone());
         children.insert(id, r);
     }
@@ -192,18 +197,7 @@ async fn a_split_creates_the_child_on_every_replica_without_initialize() {
             c.node(id).sm.range().map(|r| r.end),
             Some(Some(b"m".to_vec()))
         );
-        let child = Replica::start_group(
-            id,
-            2,
-            &child_dir(&c, id, 2),
-            common::engine_options(c.objects.clone()),
-            test_config(),
-            router.factory(id),
-            MaintainerOptions::default(),
-            None,
-        )
-        .await
-        .expect("restart child");
+        let child = start_child(&c, id, &router).await;
         assert_eq!(
             child.sm.range().map(|r| (r.id, r.start)),
             Some((2, b"m".to_vec()))

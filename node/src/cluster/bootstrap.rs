@@ -39,7 +39,7 @@ enum Bootstrap {
 }
 
 fn bootstrap(args: &ServeArgs, advertise: &str) -> Result<Bootstrap> {
-    if args.join || args.initial_cluster_state == ClusterState::Existing {
+    if args.joining() || args.initial_cluster_state == ClusterState::Existing {
         return Ok(Bootstrap::Wait);
     }
     if args.peers.is_empty() {
@@ -122,7 +122,7 @@ pub async fn start(
     impl std::future::Future<Output = ()>,
 )> {
     let plan = bootstrap(args, advertise)?;
-    let multi = args.join || !args.peers.is_empty();
+    let multi = args.joining() || !args.peers.is_empty();
     anyhow::ensure!(
         !multi || args.cluster_secret.is_some(),
         "--peers and --join need --cluster-secret (STRATA_CLUSTER_SECRET): nodes authenticate each other with it"

@@ -194,9 +194,13 @@ fn scan_json<T: serde::de::DeserializeOwned>(m: &Range, prefix: &[u8]) -> Result
 }
 
 /// Writes this node's record (address, liveness) to the registry: through its own replica of
-/// the meta group, or, on a node outside it, through a node of the first range (which
-/// forwards it to the meta group's leader).
-pub async fn register(ranges: &Ranges, record: &NodeRecord) -> Result<(), ApiError> {
+/// the meta group, or, on a node outside it, through a node of the first range or the member
+/// it joined through (`via`), which forwards it to the meta group's leader.
+pub async fn register(
+    ranges: &Ranges,
+    record: &NodeRecord,
+    via: Option<&str>,
+) -> Result<(), ApiError> {
     let value = serde_json::to_vec(record).map_err(|e| ApiError::unavailable(e.to_string()))?;
     let op = Op::Put {
         key: node_key(record.id),
@@ -206,17 +210,25 @@ pub async fn register(ranges: &Ranges, record: &NodeRecord) -> Result<(), ApiErr
         m.write(vec![op]).await?;
         return Ok(());
     }
-    let first = ranges
-        .get(FIRST_RANGE)
-        .ok_or_else(|| ApiError::unavailable("no range to find the meta group through"))?;
-    let members: Vec<(u64, String)> = {
-        let m = first.replica.raft.metrics().borrow().clone();
-        let mem = m.membership_config.membership();
-        mem.voter_ids()
-            .filter(|id| *id != ranges.node_id())
-            .filter_map(|id| mem.get_node(&id).map(|n| (id, n.addr.clone())))
-            .collect()
+    let mut members: Vec<(u64, String)> = match ranges.get(FIRST_RANGE) {
+        Some(first) => {
+            let m = first.replica.raft.metrics().borrow().clone();
+            let mem = m.membership_config.membership();
+            mem.voter_ids()
+                .filter(|id| *id != ranges.node_id())
+                .filter_map(|id| mem.get_node(&id).map(|n| (id, n.addr.clone())))
+                .collect()
+        }
+        None => Vec::new(),
     };
+    if let Some(addr) = via {
+        match ranges.peers().node_id(addr, REGISTER_EVERY).await {
+            Ok(id) => members.push((id, addr.to_string())),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "asking the member joined through for its id")
+            }
+        }
+    }
     let cmd = raftlog::store::Command::Write {
         ops: vec![op],
         now_ms: crate::api::kv::now_ms(),

@@ -77,6 +77,28 @@ pub enum AdminAction {
     Nodes,
 }
 
+/// What `--join` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Join {
+    /// `--join false` (from a file or the environment): form or restart as usual.
+    No,
+    /// `--join`: wait to be added.
+    Wait,
+    /// `--join ADDR`: wait to be added, and register through the member at ADDR.
+    Via(String),
+}
+
+fn join_arg(s: &str) -> Result<Join, String> {
+    match s {
+        "" | "true" => Ok(Join::Wait),
+        "false" => Ok(Join::No),
+        addr => {
+            peer(&format!("0={addr}"))?;
+            Ok(Join::Via(addr.to_string()))
+        }
+    }
+}
+
 /// `ID=HOST:PORT`.
 pub fn peer(s: &str) -> Result<(u64, String), String> {
     let (id, addr) = s
@@ -119,10 +141,19 @@ pub struct ServeArgs {
     /// --join) the node forms a one-node group.
     #[arg(long, env = "STRATA_PEERS", value_delimiter = ',', value_parser = peer)]
     pub peers: Vec<(u64, String)>,
-    /// Start without forming a group: wait to be added by `strata admin add-learner` (or to
-    /// be named by `strata admin init`).
-    #[arg(long, env = "STRATA_JOIN")]
-    pub join: bool,
+    /// Start without forming a cluster: wait to be added by `strata admin add-learner` (or to
+    /// be named by `strata admin init`). With ADDR (any member's HOST:PORT), also register in
+    /// the cluster's node registry through it, so that `strata admin nodes` lists this node
+    /// before it holds any replica.
+    #[arg(
+        long,
+        env = "STRATA_JOIN",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "ADDR",
+        value_parser = join_arg
+    )]
+    pub join: Option<Join>,
     /// `new`: this node may form a group on first start (alone, or as the smallest id of
     /// --peers), never over an object-store prefix that holds a cluster already. `existing`: the
     /// group exists; never form one (as --join). A node whose data directory was lost rejoins
@@ -249,6 +280,19 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Whether the node joins an existing cluster (never forms one).
+    pub fn joining(&self) -> bool {
+        matches!(self.join, Some(Join::Wait | Join::Via(_)))
+    }
+
+    /// The member a joining node registers through, if named.
+    pub fn join_via(&self) -> Option<&str> {
+        match &self.join {
+            Some(Join::Via(a)) => Some(a),
+            _ => None,
+        }
+    }
+
     /// Refuses settings no parser can: an empty token or cluster secret (from any source) would
     /// look configured and protect nothing.
     pub fn validate(&self) -> anyhow::Result<()> {

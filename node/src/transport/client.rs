@@ -270,6 +270,19 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// The id of the node at `addr` (it checks the secret, not the target).
+    pub async fn node_id(&self, addr: &str, timeout: Duration) -> Result<u64, CallError> {
+        let to = To {
+            node: 0,
+            addr,
+            range: 0,
+            epoch: None,
+        };
+        self.call(to, "node-id", &(), timeout).await
+    }
+}
+
 /// Where a call goes: a node, at an address, for one of its ranges.
 #[derive(Debug, Clone, Copy)]
 pub struct To<'a> {

@@ -207,3 +207,18 @@ pub async fn read_index(
     let r: Result<_, String> = range.reads().get_as_leader().await.map_err(|e| e.message);
     Ok(reply(&r))
 }
+
+/// This node's id, for a node that knows only an address (`strata serve --join ADDR`).
+pub async fn node_id(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::ops::guard::check_secret(&state, &headers)?;
+    let version = headers.get(VERSION_HEADER).map(|v| v.as_bytes());
+    if version != Some(WIRE_VERSION.as_bytes()) {
+        return Err(ApiError::bad_request(format!(
+            "unsupported raft wire version (this node speaks {WIRE_VERSION})"
+        )));
+    }
+    Ok(reply(&state.ranges.node_id()))
+}
