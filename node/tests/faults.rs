@@ -32,7 +32,12 @@ const KEYS: u64 = 4;
 const CLIENTS: usize = 6;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// From the fault to the first write and linearizable read through every surviving node.
-const RECOVERY_BOUND: Duration = Duration::from_millis(3500);
+/// Usually 1.3-1.7 s (an election timeout past the leader's lease); up to about 4.3 s when the
+/// survivor whose log lacks the last entry campaigns first: the other rejects it for its log,
+/// and openraft 0.9 (no pre-vote) restarts that voter's election timer on the request, so the
+/// up-to-date one campaigns only a lease and a timeout later (2 runs in 10 after the leader's
+/// kill, at the commit that added ranges; the node logs showed this sequence).
+const RECOVERY_BOUND: Duration = Duration::from_millis(5000);
 
 fn path(k: u64) -> String {
     format!("/kv/reg-{k}")
@@ -269,18 +274,26 @@ fn leader_index(addrs: &[SocketAddr]) -> usize {
     wait_for_leader(addrs, None) as usize - 1
 }
 
-fn check_recovery(what: &str, times: &[(SocketAddr, Option<Duration>, Option<Duration>)]) {
+/// Prints the recovery times and returns what broke the bound. Not an assertion: a panic
+/// inside the clients' scope would wait for them forever.
+fn check_recovery(
+    what: &str,
+    times: &[(SocketAddr, Option<Duration>, Option<Duration>)],
+) -> Vec<String> {
     for (addr, w, r) in times {
         eprintln!(
             "faults: {what}: through {addr}: first write after {w:?}, first read after {r:?}"
         );
     }
-    for (addr, w, r) in times {
-        assert!(
-            w.is_some_and(|w| w <= RECOVERY_BOUND) && r.is_some_and(|r| r <= RECOVERY_BOUND),
-            "{what}: service through {addr} came back after {w:?} (write), {r:?} (read); the bound is {RECOVERY_BOUND:?}"
-        );
-    }
+    times
+        .iter()
+        .filter(|(_, w, r)| {
+            !(w.is_some_and(|w| w <= RECOVERY_BOUND) && r.is_some_and(|r| r <= RECOVERY_BOUND))
+        })
+        .map(|(addr, w, r)| {
+            format!("{what}: service through {addr} came back after {w:?} (write), {r:?} (read); the bound is {RECOVERY_BOUND:?}")
+        })
+        .collect()
 }
 
 #[test]
@@ -324,6 +337,7 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
     };
     let done = AtomicBool::new(false);
     let isolated = AtomicBool::new(false);
+    let mut slow: Vec<String> = Vec::new();
     std::thread::scope(|scope| {
         for client in 0..CLIENTS {
             let (s, done) = (&s, &done);
@@ -347,7 +361,10 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
         std::thread::sleep(Duration::from_secs(3).saturating_sub(fault.elapsed()));
         signal(nodes[l].lock().unwrap().as_ref().unwrap(), "-CONT");
         *s.paused.lock().unwrap() = None;
-        check_recovery(&format!("leader (node {}) paused", l + 1), &times);
+        slow.extend(check_recovery(
+            &format!("leader (node {}) paused", l + 1),
+            &times,
+        ));
         std::thread::sleep(Duration::from_secs(2));
 
         // 2. The leader cut off from its peers; clients still reach it, and ask it for lease
@@ -374,7 +391,10 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
         std::thread::sleep(Duration::from_secs(4).saturating_sub(fault.elapsed()));
         isolated.store(false, Ordering::SeqCst);
         links.heal();
-        check_recovery(&format!("leader (node {}) isolated", l + 1), &times);
+        slow.extend(check_recovery(
+            &format!("leader (node {}) isolated", l + 1),
+            &times,
+        ));
         std::thread::sleep(Duration::from_secs(2));
 
         // 3. The leader killed: its connections are refused at once. It restarts afterwards.
@@ -387,7 +407,10 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
         let back = start_node(id, &dirs[l], &objects, &links, &addrs[l].to_string());
         *nodes[l].lock().unwrap() = Some(back);
         *s.paused.lock().unwrap() = None;
-        check_recovery(&format!("leader (node {id}) killed"), &times);
+        slow.extend(check_recovery(
+            &format!("leader (node {id}) killed"),
+            &times,
+        ));
         std::thread::sleep(Duration::from_secs(2));
         done.store(true, Ordering::SeqCst);
     });
@@ -413,6 +436,7 @@ fn a_paused_isolated_or_killed_leader_stays_linearizable_and_service_returns_wit
     }
     let odd = s.odd.lock().unwrap();
     assert!(odd.is_empty(), "unexpected answers: {odd:#?}");
+    assert!(slow.is_empty(), "{slow:#?}");
     assert!(known >= 100, "too few operations completed: {known}");
     assert!(
         s.lease_reads.load(Ordering::Relaxed) > 0,
