@@ -495,9 +495,13 @@ impl StateMachine {
                 }
                 // Routed with an out-of-date picture of the ranges: refused here, where the
                 // range is known exactly, on every replica alike.
-                match &st.range {
-                    Some(r) if ops.iter().all(|op| r.contains(op.key())) => {}
-                    r => return Ok(Reply::WrongRange(r.clone())),
+                // (No range: a state machine driven without Raft's first membership entry, as
+                // the engine's tests and tools do; a replica in a group always has one before
+                // its first write, from that entry, a snapshot or its split.)
+                if let Some(r) = &st.range {
+                    if !ops.iter().all(|op| r.contains(op.key())) {
+                        return Ok(Reply::WrongRange(Some(r.clone())));
+                    }
                 }
                 let evaluated =
                     apply::evaluate(index, now_ms, ops, |k| match db.get_as_of(k, now_ms)? {
