@@ -230,18 +230,9 @@ pub async fn init(
         .await
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()))?;
     // The meta group on the first members, as a node forming a cluster at start does.
-    let meta_members: BTreeMap<u64, BasicNode> = members
-        .into_iter()
-        .take(crate::cluster::meta::META_VOTERS)
-        .collect();
-    let meta = state
-        .ranges
-        .start(META_RANGE, true)
+    crate::cluster::bootstrap::form_meta(&state.ranges, &members)
         .await
         .map_err(|e| ApiError::unavailable(format!("starting the meta group: {e:#}")))?;
-    if let Err(e) = meta.replica.raft.initialize(meta_members).await {
-        tracing::debug!(error = %e, "not initializing: the meta group exists");
-    }
     Ok(Json(json!({ "initialized": true })))
 }
 

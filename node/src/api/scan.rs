@@ -292,14 +292,13 @@ async fn walk(
             page.max_bytes.saturating_sub(page.bytes),
         );
         let (first_item, reverse) = (page.found.is_empty(), page.reverse);
-        let (pl, ph) = (piece_lo.clone(), piece_hi.clone());
         let (items, left) = state
             .read_pool()
             .run(move || {
                 read_piece(
                     replica.sm.db(),
-                    pl,
-                    ph,
+                    piece_lo,
+                    piece_hi,
                     room_items,
                     room_bytes,
                     first_item,

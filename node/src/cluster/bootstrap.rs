@@ -110,6 +110,19 @@ fn meta_members(members: &BTreeMap<u64, BasicNode>) -> BTreeMap<u64, BasicNode> 
         .collect()
 }
 
+/// Starts this node's replica of the meta group (empty if new) and forms the group with the
+/// first [`META_VOTERS`] of `members`; `Ok(false)` when it exists already (initialize refused).
+pub async fn form_meta(ranges: &Arc<Ranges>, members: &BTreeMap<u64, BasicNode>) -> Result<bool> {
+    let meta = ranges.start(META_RANGE, true).await?;
+    match meta.replica.raft.initialize(meta_members(members)).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::debug!(error = %e, "not initializing: the meta group exists");
+            Ok(false)
+        }
+    }
+}
+
 /// Starts the node's ranges; a node that forms its cluster on first start does so here.
 /// Returns the ranges and the task that starts the children of splits (to be spawned).
 pub async fn start(
@@ -180,10 +193,7 @@ pub async fn start(
             Ok(()) => tracing::info!(cluster = %cluster, "formed a new cluster"),
             Err(e) => tracing::debug!(error = %e, "not initializing: the first range exists"),
         }
-        let meta = ranges.start(META_RANGE, true).await?;
-        if let Err(e) = meta.replica.raft.initialize(meta_members(&members)).await {
-            tracing::debug!(error = %e, "not initializing: the meta group exists");
-        }
+        form_meta(&ranges, &members).await?;
     }
     if !multi {
         let first = ranges.start(FIRST_RANGE, false).await?;
@@ -222,13 +232,11 @@ pub async fn ensure_meta(ranges: Arc<Ranges>) {
         };
         if let Some(voters) = members {
             if voters.keys().next() == Some(&ranges.node_id()) {
-                match ranges.start(META_RANGE, true).await {
-                    Ok(meta) => match meta.replica.raft.initialize(meta_members(&voters)).await {
-                        Ok(()) => tracing::info!(
-                            "formed the meta group of a cluster written before ranges"
-                        ),
-                        Err(e) => tracing::debug!(error = %e, "meta group exists"),
-                    },
+                match form_meta(&ranges, &voters).await {
+                    Ok(true) => {
+                        tracing::info!("formed the meta group of a cluster written before ranges")
+                    }
+                    Ok(false) => {}
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "starting the meta group"),
                 }
                 return;

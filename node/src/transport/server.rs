@@ -22,14 +22,10 @@ use crate::transport::client::{
     EPOCH_HEADER, RANGE_HEADER, TARGET_HEADER, VERSION_HEADER, WIRE_VERSION,
 };
 
-/// Checks the secret (in constant time) and the wire version, then decodes the body.
-fn admit<T: DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
+/// The cluster secret (in constant time) and the wire version of a node-to-node call.
+fn check_caller(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     // Checked before the body was read too (`guard::require_secret`); again here, so no route
-    // can decode a body without it.
+    // can act without it.
     crate::ops::guard::check_secret(state, headers)?;
     let version = headers.get(VERSION_HEADER).map(|v| v.as_bytes());
     if version != Some(WIRE_VERSION.as_bytes()) {
@@ -37,6 +33,16 @@ fn admit<T: DeserializeOwned>(
             "unsupported raft wire version (this node speaks {WIRE_VERSION})"
         )));
     }
+    Ok(())
+}
+
+/// Checks the caller ([`check_caller`]) and that the call is for this node, then decodes the body.
+fn admit<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    check_caller(state, headers)?;
     let me = state.ranges.node_id();
     let target = headers
         .get(TARGET_HEADER)
@@ -213,12 +219,6 @@ pub async fn node_id(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::ops::guard::check_secret(&state, &headers)?;
-    let version = headers.get(VERSION_HEADER).map(|v| v.as_bytes());
-    if version != Some(WIRE_VERSION.as_bytes()) {
-        return Err(ApiError::bad_request(format!(
-            "unsupported raft wire version (this node speaks {WIRE_VERSION})"
-        )));
-    }
+    check_caller(&state, &headers)?;
     Ok(reply(&state.ranges.node_id()))
 }
