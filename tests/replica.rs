@@ -307,7 +307,7 @@ fn a_replica_that_knows_a_newer_leaders_tables_uploads_none_in_its_old_term() {
             .unwrap()
             .filter_map(|e| {
                 let name = e.unwrap().file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".sst")?.parse().ok()
+                name.strip_suffix(".sst")?.split('-').next()?.parse().ok()
             })
             .collect();
         v.sort();

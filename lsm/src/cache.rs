@@ -17,12 +17,23 @@ use crate::Result;
 /// enough for the footer, index and filter of a table of a few MiB in one request.
 const COLD_TAIL_HINT: u64 = 256 << 10;
 
-/// Identifies a data block: the database (caches can be shared), the file, the offset.
+/// Identifies a data block: its table (see [`table_identity`]) and offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct BlockKey {
-    pub cache_id: u64,
-    pub file: u64,
+    pub table: u128,
     pub offset: u64,
+}
+
+/// A table's identity in the block cache. A cold table is its object, whichever database reads
+/// it: objects are immutable and their keys unique, so databases naming one object (ranges
+/// sharing a table after a split) share its cached blocks. A local table is its database's
+/// cache id and its number (the high bit clear keeps the two spaces apart; an object's hash has
+/// it set).
+pub(crate) fn table_identity(cache_id: u64, number: u64, object: Option<&str>) -> u128 {
+    match object {
+        Some(key) => xxhash_rust::xxh3::xxh3_128(key.as_bytes()) | (1 << 127),
+        None => (u128::from(cache_id & !(1 << 63)) << 64) | u128::from(number),
+    }
 }
 
 #[derive(Clone)]
@@ -161,7 +172,7 @@ impl TableCache {
         let t = match (&self.cold, meta.cold) {
             (Some(c), true) => Table::open_remote(
                 c.store.clone(),
-                &self.cold_key(number),
+                &self.object_key(meta),
                 number,
                 self.blocks.clone(),
                 self.cache_id,
@@ -191,10 +202,44 @@ impl TableCache {
         self.cold.as_ref()
     }
 
-    /// Object key of cold table `number`.
-    pub(crate) fn cold_key(&self, number: u64) -> String {
-        let prefix = self.cold.as_ref().map_or("", |c| c.prefix.as_str());
-        format!("{prefix}/sst/{number:06}.sst")
+    /// Object key of a cold table: the one the manifest records, or for a table recorded
+    /// before manifests named objects, the key it was uploaded under then.
+    pub(crate) fn object_key(&self, meta: &FileMeta) -> String {
+        match &meta.object {
+            Some(key) => key.clone(),
+            None => self.legacy_object_key(meta.number),
+        }
+    }
+
+    /// The key of cold table `number` as uploaded before manifest format 3.
+    pub(crate) fn legacy_object_key(&self, number: u64) -> String {
+        format!("{}/sst/{number:06}.sst", self.object_prefix())
+    }
+
+    /// A key for a new cold table numbered `number`, unique across every database sharing the
+    /// store and every incarnation of this one: the number (for people reading a listing) and 64
+    /// random bits, under this database's prefix. Unique keys are what let two databases name
+    /// one object, and an object never be overwritten by a second upload.
+    pub(crate) fn new_object_key(&self, number: u64) -> String {
+        let mut nonce = [0u8; 8];
+        if getrandom::fill(&mut nonce).is_err() {
+            // No entropy source: the clock and a process-wide counter still keep this process's
+            // keys distinct, and the number keeps them distinct within the database.
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nonce = (nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(48)).to_le_bytes();
+        }
+        format!(
+            "{}/sst/{number:06}-{:016x}.sst",
+            self.object_prefix(),
+            u64::from_le_bytes(nonce)
+        )
+    }
+
+    fn object_prefix(&self) -> &str {
+        self.cold.as_ref().map_or("", |c| c.prefix.as_str())
     }
 
     /// Local file holding the metadata of cold table `number`.
@@ -204,40 +249,40 @@ impl TableCache {
 
     /// An obsolete cold table: its local metadata goes now, its object after the grace period
     /// (see `cold_gc`).
-    pub(crate) fn delete_cold(&self, number: u64) {
-        let _ = std::fs::remove_file(self.meta_path(number));
-        self.defer_object(number);
+    pub(crate) fn delete_cold(&self, meta: &FileMeta) {
+        let _ = std::fs::remove_file(self.meta_path(meta.number));
+        self.defer_object(&self.object_key(meta));
     }
 
-    /// Queues the object of table `number` for deletion once its grace period is over.
-    pub(crate) fn defer_object(&self, number: u64) {
+    /// Queues the object `key` for deletion once its grace period is over.
+    pub(crate) fn defer_object(&self, key: &str) {
         if self.cold.is_some() {
-            self.gc.defer(number);
+            self.gc.defer(key);
         }
     }
 
     /// Deletes the objects whose grace period is over, unless `live` (the current version's
-    /// cold tables) names them again. Stops at the first failure: the store is likely down and
+    /// cold tables' object keys) names them again. Stops at the first failure: the store is likely down and
     /// the rest waits for the next pass. Returns how many objects were deleted.
-    pub(crate) fn collect_garbage(&self, live: &std::collections::HashSet<u64>) -> u64 {
+    pub(crate) fn collect_garbage(&self, live: &std::collections::HashSet<String>) -> u64 {
         let Some(c) = &self.cold else { return 0 };
         let mut deleted = 0;
         let due = self.gc.due(
             std::time::Instant::now(),
             crate::cold_gc::MAX_DELETES_PER_PASS,
         );
-        for number in due {
-            if live.contains(&number) {
-                self.gc.forget(number);
+        for key in due {
+            if live.contains(&key) {
+                self.gc.forget(&key);
                 continue;
             }
-            match c.store.delete(&self.cold_key(number)) {
+            match c.store.delete(&key) {
                 Ok(()) => {
-                    self.gc.forget(number);
+                    self.gc.forget(&key);
                     deleted += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(table = number, error = %e, "could not delete an obsolete cold table; will retry");
+                    tracing::warn!(object = %key, error = %e, "could not delete an obsolete cold table; will retry");
                     break;
                 }
             }

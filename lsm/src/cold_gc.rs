@@ -42,12 +42,12 @@ struct Pending {
 /// open) never holds the compaction thread for long; the rest waits for the next pass.
 pub(crate) const MAX_DELETES_PER_PASS: usize = 256;
 
-/// Table numbers waiting for deletion, with the instant each may go. Deadlines are on the
+/// Object keys waiting for deletion, with the instant each may go. Deadlines are on the
 /// monotonic clock: a wall-clock step (NTP, a restored VM) must not make deletion early, and the
 /// engine's TTL clock, which tests and replicas drive, must not move them either.
 #[derive(Debug)]
 pub(crate) struct ColdGc {
-    pending: Mutex<BTreeMap<u64, Pending>>,
+    pending: Mutex<BTreeMap<String, Pending>>,
     /// `None`: this database never deletes objects (a replica that does not own them).
     grace: Option<Duration>,
     /// This replica's progress (0: not known yet).
@@ -66,13 +66,13 @@ impl ColdGc {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Pending>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Table `number` became garbage now. Deferring it again keeps the earlier deadline and the
+    /// The object `key` became garbage now. Deferring it again keeps the earlier deadline and the
     /// later ticket.
-    pub fn defer(&self, number: u64) {
+    pub fn defer(&self, key: &str) {
         let Some(grace) = self.grace else { return };
         let now = Instant::now();
         let deadline = now
@@ -82,13 +82,13 @@ impl ColdGc {
             0 => None,
             p => Some(p),
         };
-        self.lock()
-            .entry(number)
-            .and_modify(|p| {
-                p.deadline = p.deadline.min(deadline);
-                p.ticket = p.ticket.max(ticket);
-            })
-            .or_insert(Pending { deadline, ticket });
+        let mut pending = self.lock();
+        if let Some(p) = pending.get_mut(key) {
+            p.deadline = p.deadline.min(deadline);
+            p.ticket = p.ticket.max(ticket);
+        } else {
+            pending.insert(key.to_string(), Pending { deadline, ticket });
+        }
     }
 
     /// This replica has applied up to `index` (a Raft log index): objects becoming garbage from
@@ -113,25 +113,25 @@ impl ColdGc {
         }
     }
 
-    /// Up to `max` tables whose grace period is over at `now` and that every replica is past.
-    pub fn due(&self, now: Instant, max: usize) -> Vec<u64> {
+    /// Up to `max` objects whose grace period is over at `now` and that every replica is past.
+    pub fn due(&self, now: Instant, max: usize) -> Vec<String> {
         let floor = self.floor.load(Ordering::Acquire);
         self.lock()
             .iter()
             .filter(|(_, p)| {
                 p.deadline <= now && (floor == NO_FLOOR || p.ticket.is_some_and(|t| t <= floor))
             })
-            .map(|(&n, _)| n)
+            .map(|(k, _)| k.clone())
             .take(max)
             .collect()
     }
 
-    /// Table `number` was deleted, or turned out to be live again.
-    pub fn forget(&self, number: u64) {
-        self.lock().remove(&number);
+    /// The object `key` was deleted, or turned out to be live again.
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
     }
 
-    /// Tables waiting.
+    /// Objects waiting.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -145,17 +145,17 @@ mod tests {
     fn objects_become_due_after_the_grace_period() {
         let gc = ColdGc::new(Some(Duration::from_secs(10)));
         let t0 = Instant::now();
-        gc.defer(7);
-        gc.defer(8);
+        gc.defer("t7");
+        gc.defer("t8");
         assert!(gc.due(t0, usize::MAX).is_empty());
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(gc.due(later, usize::MAX), vec![7, 8]);
-        assert_eq!(gc.due(later, 1), vec![7]);
+        assert_eq!(gc.due(later, usize::MAX), vec!["t7", "t8"]);
+        assert_eq!(gc.due(later, 1), vec!["t7"]);
         // A second deferral does not push the deadline back.
-        gc.defer(7);
-        assert_eq!(gc.due(later, usize::MAX), vec![7, 8]);
-        gc.forget(7);
-        assert_eq!(gc.due(later, usize::MAX), vec![8]);
+        gc.defer("t7");
+        assert_eq!(gc.due(later, usize::MAX), vec!["t7", "t8"]);
+        gc.forget("t7");
+        assert_eq!(gc.due(later, usize::MAX), vec!["t8"]);
         assert_eq!(gc.len(), 1);
     }
 
@@ -163,23 +163,23 @@ mod tests {
     fn replicated_objects_wait_for_every_replica_past_their_removal() {
         let gc = ColdGc::new(Some(Duration::ZERO));
         // Found at open, before any progress is known: no ticket yet.
-        gc.defer(1);
+        gc.defer("t1");
         gc.set_floor(0);
         let now = Instant::now() + Duration::from_secs(1);
         assert!(gc.due(now, usize::MAX).is_empty());
         gc.stamp_unticketed(50);
         gc.note_progress(60);
-        gc.defer(2);
+        gc.defer("t2");
         gc.set_floor(49);
         assert!(gc.due(now, usize::MAX).is_empty(), "a replica is before 50");
         gc.set_floor(55);
-        assert_eq!(gc.due(now, usize::MAX), vec![1]);
+        assert_eq!(gc.due(now, usize::MAX), vec!["t1"]);
         gc.set_floor(60);
-        assert_eq!(gc.due(now, usize::MAX), vec![1, 2]);
+        assert_eq!(gc.due(now, usize::MAX), vec!["t1", "t2"]);
         // The grace stays a floor of its own.
         let gc = ColdGc::new(Some(Duration::from_secs(60)));
         gc.note_progress(5);
-        gc.defer(3);
+        gc.defer("t3");
         gc.set_floor(100);
         assert!(gc.due(Instant::now(), usize::MAX).is_empty());
     }
@@ -187,10 +187,10 @@ mod tests {
     #[test]
     fn zero_grace_is_immediate_and_none_never() {
         let gc = ColdGc::new(Some(Duration::ZERO));
-        gc.defer(1);
-        assert_eq!(gc.due(Instant::now(), usize::MAX), vec![1]);
+        gc.defer("t1");
+        assert_eq!(gc.due(Instant::now(), usize::MAX), vec!["t1"]);
         let gc = ColdGc::new(None);
-        gc.defer(1);
+        gc.defer("t1");
         assert_eq!(gc.len(), 0);
     }
 }

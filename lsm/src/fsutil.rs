@@ -85,9 +85,45 @@ pub(crate) fn parse_sst_name(name: &str) -> Option<u64> {
     name.strip_suffix(".sst")?.parse().ok()
 }
 
+/// The table number in a cold table's object name (the part of its key after `<prefix>/sst/`):
+/// `NNNNNN-<16 hex digits>.sst` since manifest format 3, `NNNNNN.sst` before. Anything else is
+/// not a table of this database.
+pub(crate) fn parse_object_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".sst")?;
+    let (number, nonce) = match stem.split_once('-') {
+        Some((n, nonce)) => (n, Some(nonce)),
+        None => (stem, None),
+    };
+    if let Some(nonce) = nonce {
+        if nonce.len() != 16 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+    }
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_names_of_both_formats_parse_and_others_do_not() {
+        assert_eq!(parse_object_name("000042.sst"), Some(42));
+        assert_eq!(parse_object_name("000042-00c0ffee00c0ffee.sst"), Some(42));
+        for bad in [
+            "000042-00c0ffee.sst",
+            "000042-00c0ffee00c0ffzz.sst",
+            "-00c0ffee00c0ffee.sst",
+            "+42.sst",
+            "000042.meta",
+            "x.sst",
+        ] {
+            assert_eq!(parse_object_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn concurrent_atomic_writes_of_one_file_all_succeed() {

@@ -83,7 +83,7 @@ pub use options::{
     Clock, ColdTier, Compression, ManualClock, Options, SystemClock, WriteOptions, MAX_BATCH_LEN,
     MAX_KEY_LEN, MAX_VALUE_LEN,
 };
-pub use stats::{LevelStats, Stats};
+pub use stats::{LevelStats, Stats, TableInfo};
 #[doc(hidden)]
 pub use wal::fail_next_syncs as fail_next_wal_syncs;
 

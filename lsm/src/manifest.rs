@@ -1,6 +1,6 @@
 //! The manifest: an append-only log of version edits, and `CURRENT`, which names it.
 //!
-//! Format version 2. `MANIFEST-NNNNNN` is a sequence of framed records (see `framing`); the first
+//! Format version 3. `MANIFEST-NNNNNN` is a sequence of framed records (see `framing`); the first
 //! holds the format version, each later one a claim (see `claim`) and a version edit:
 //! ```text
 //! record 0  := edit holding only field 6
@@ -14,6 +14,7 @@
 //!        | 7 (as 5, for a table stored in the object store)
 //!        | 8 varint flushed_seq       (every write up to it is in the tables; replicated mode)
 //!        | 9 bytes app_state          (opaque to the engine, latest wins; replicated mode)
+//!        | 10 (as 7) bytes object     (a cold table and its object key; since version 3)
 //! bytes := varint len | len bytes
 //! ```
 //! `CURRENT` holds `MANIFEST-NNNNNN\n` and is replaced atomically (write, sync, rename). Every
@@ -24,9 +25,10 @@
 //! whole version as one edit) is started at every open and when the log grows large, so the log
 //! never grows without bound.
 //!
-//! Version 1 (no claims) is still read, by the conservative rule: damage is a torn tail only
-//! when the bad record reaches the end of the file or only zeros follow it. The next open
-//! replaces it with a version-2 manifest.
+//! Version 2 (cold tables only as field 7, their object keys derived from the database's prefix
+//! and number) is still read. So is version 1 (no claims), by the conservative rule: damage is a
+//! torn tail only when the bad record reaches the end of the file or only zeros follow it. The
+//! next open replaces either with a version-3 manifest naming every cold table's object.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -39,7 +41,7 @@ use crate::framing::{self, Records};
 use crate::version::FileMeta;
 use crate::{Error, Result};
 
-pub(crate) const MANIFEST_FORMAT_VERSION: u64 = 2;
+pub(crate) const MANIFEST_FORMAT_VERSION: u64 = 3;
 /// The version before claims, still read.
 const MANIFEST_VERSION_1: u64 = 1;
 
@@ -77,7 +79,12 @@ impl VersionEdit {
             put_varint(&mut b, *number);
         }
         for (level, m) in &self.added {
-            put_varint(&mut b, if m.cold { 7 } else { 5 });
+            let tag = match (m.cold, &m.object) {
+                (true, Some(_)) => 10,
+                (true, None) => 7,
+                (false, _) => 5,
+            };
+            put_varint(&mut b, tag);
             put_varint(&mut b, *level as u64);
             put_varint(&mut b, m.number);
             put_varint(&mut b, m.size);
@@ -85,6 +92,9 @@ impl VersionEdit {
             put_bytes(&mut b, &m.largest);
             for v in [m.min_seq, m.max_seq, m.entries, m.deletions] {
                 put_varint(&mut b, v);
+            }
+            if let (true, Some(object)) = (m.cold, &m.object) {
+                put_bytes(&mut b, object.as_bytes());
             }
         }
         if let Some(a) = &self.app_state {
@@ -107,7 +117,7 @@ impl VersionEdit {
                 4 => e
                     .deleted
                     .push((usize::try_from(r.varint()?).ok()?, r.varint()?)),
-                tag @ (5 | 7) => {
+                tag @ (5 | 7 | 10) => {
                     let level = usize::try_from(r.varint()?).ok()?;
                     let number = r.varint()?;
                     let size = r.varint()?;
@@ -127,7 +137,18 @@ impl VersionEdit {
                         max_seq: r.varint()?,
                         entries: r.varint()?,
                         deletions: r.varint()?,
-                        cold: tag == 7,
+                        cold: tag != 5,
+                        object: None,
+                    };
+                    let meta = if tag == 10 {
+                        let object = std::str::from_utf8(r.bytes()?).ok()?;
+                        crate::object::validate_key(object).ok()?;
+                        FileMeta {
+                            object: Some(object.to_string()),
+                            ..meta
+                        }
+                    } else {
+                        meta
                     };
                     e.added.push((level, meta));
                 }
@@ -355,6 +376,7 @@ mod tests {
                     entries: 10,
                     deletions: 1,
                     cold: true,
+                    object: Some("db.r7/sst/000012-00c0ffee00c0ffee.sst".into()),
                 },
             )],
         };

@@ -73,8 +73,10 @@ impl Clock for ManualClock {
 pub struct ColdTier {
     /// The object store holding cold tables.
     pub store: std::sync::Arc<dyn crate::object::ObjectStore>,
-    /// Prefix of every object key of this database (`<prefix>/sst/<number>.sst`); databases
-    /// sharing a store must use different prefixes.
+    /// Prefix of the object keys of the tables this database uploads
+    /// (`<prefix>/sst/<number>-<16 random hex digits>.sst`, unique whoever uploads; the manifest
+    /// records each table's key). Databases sharing a store must still use different prefixes:
+    /// the orphan sweep at open deletes what it finds under its own prefix and does not name.
     pub prefix: String,
     /// First level stored in the object store (1: everything below L0).
     pub first_level: usize,

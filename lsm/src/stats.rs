@@ -33,6 +33,25 @@ pub struct LevelStats {
     pub bytes: u64,
 }
 
+/// One live table, as the current version records it ([`Db::tables`](crate::Db::tables)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Level (0 is the newest).
+    pub level: usize,
+    /// The table's number in this database's manifest (local files are named by it).
+    pub number: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The key of its object in the cold tier; `None` for a local table.
+    pub object: Option<String>,
+    /// Its smallest user key.
+    pub smallest: Vec<u8>,
+    /// Its largest user key.
+    pub largest: Vec<u8>,
+    /// Entries (tombstones included).
+    pub entries: u64,
+}
+
 /// A point-in-time view of the engine's counters (cumulative since open) and shape.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {

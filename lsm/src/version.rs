@@ -24,6 +24,11 @@ pub(crate) struct FileMeta {
     pub deletions: u64,
     /// Stored in the object store rather than as a local file.
     pub cold: bool,
+    /// The cold table's object key, unique across every database sharing the store (see
+    /// `TableCache::new_object_key`). `None` for local tables, and for cold tables recorded
+    /// before objects were named in the manifest (manifest format 2 and older): their key is
+    /// derived from the database's prefix and the number (`TableCache::object_key`).
+    pub object: Option<String>,
 }
 
 impl FileMeta {
@@ -38,6 +43,7 @@ impl FileMeta {
             entries: p.entries,
             deletions: p.deletions,
             cold: false,
+            object: None,
         }
     }
     pub fn smallest_user(&self) -> &[u8] {
@@ -81,7 +87,7 @@ impl Drop for TableFile {
         if self.obsolete.load(AtOrd::Acquire) {
             self.tables.evict(self.meta.number);
             if self.meta.cold {
-                self.tables.delete_cold(self.meta.number);
+                self.tables.delete_cold(&self.meta);
             } else if let Err(e) = std::fs::remove_file(&self.path) {
                 tracing::warn!(path = %self.path.display(), error = %e, "could not delete obsolete table");
             }

@@ -296,7 +296,7 @@ impl Inner {
         {
             return;
         }
-        let live: std::collections::HashSet<u64> = self
+        let live: std::collections::HashSet<String> = self
             .sv
             .load()
             .version
@@ -304,7 +304,7 @@ impl Inner {
             .iter()
             .flatten()
             .filter(|f| f.meta.cold)
-            .map(|f| f.meta.number)
+            .map(|f| self.tables.object_key(&f.meta))
             .collect();
         self.tables.collect_garbage(&live);
     }
@@ -329,12 +329,13 @@ impl Inner {
             std::fs::read(&path)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?,
         );
-        let key = self.tables.cold_key(m.number);
+        let key = self.tables.new_object_key(m.number);
         cold.store
             .put(&key, bytes.clone())
             .map_err(|e| crate::sst::source_error(&path, e))?;
         crate::sst::save_meta(&bytes, &path, &self.tables.meta_path(m.number))?;
         m.cold = true;
+        m.object = Some(key);
         let _ = std::fs::remove_file(&path);
         self.stats
             .cold_bytes_uploaded

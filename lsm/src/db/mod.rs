@@ -290,6 +290,29 @@ impl Db {
         self.inner.stats()
     }
 
+    /// The live tables, level by level (L0 newest first, deeper levels in key order). A cold
+    /// table's object key is the one its manifest records: unique across every database sharing
+    /// the store, so it names the same bytes wherever it appears.
+    pub fn tables(&self) -> Vec<crate::TableInfo> {
+        let sv = self.inner.sv.load();
+        let mut out = Vec::new();
+        for (level, files) in sv.version.levels.iter().enumerate() {
+            for f in files {
+                let m = &f.meta;
+                out.push(crate::TableInfo {
+                    level,
+                    number: m.number,
+                    size: m.size,
+                    object: m.cold.then(|| self.inner.tables.object_key(m)),
+                    smallest: m.smallest_user().to_vec(),
+                    largest: m.largest_user().to_vec(),
+                    entries: m.entries,
+                });
+            }
+        }
+        out
+    }
+
     /// Sequence number of the last write visible to readers.
     pub fn last_seq(&self) -> u64 {
         self.inner.visible_seq.load(Ordering::Acquire)

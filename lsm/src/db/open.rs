@@ -175,10 +175,10 @@ fn max_file_number(dir: &Path) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// Numbers of the tables under this database's prefix in the object store, or `None` when the
-/// store cannot be listed now (the sweep then waits for a later open; opening does not depend
-/// on it).
-fn list_cold_tables(cold: &crate::ColdTier, tables: &TableCache) -> Option<Vec<u64>> {
+/// The tables under this database's prefix in the object store, as (number, object key), or
+/// `None` when the store cannot be listed now (the sweep then waits for a later open; opening
+/// does not depend on it). Keys of another shape are not this database's tables.
+fn list_cold_tables(cold: &crate::ColdTier) -> Option<Vec<(u64, String)>> {
     let prefix = format!("{}/sst/", cold.prefix);
     let objects = match cold.store.list(&prefix) {
         Ok(o) => o,
@@ -191,13 +191,8 @@ fn list_cold_tables(cold: &crate::ColdTier, tables: &TableCache) -> Option<Vec<u
         objects
             .iter()
             .filter_map(|o| {
-                let n = o
-                    .key
-                    .strip_prefix(&prefix)?
-                    .strip_suffix(".sst")?
-                    .parse::<u64>()
-                    .ok()?;
-                (tables.cold_key(n) == o.key).then_some(n)
+                let n = fsutil::parse_object_name(o.key.strip_prefix(&prefix)?)?;
+                Some((n, o.key.clone()))
             })
             .collect(),
     )
@@ -210,20 +205,20 @@ fn list_cold_tables(cold: &crate::ColdTier, tables: &TableCache) -> Option<Vec<u
 /// database under the same prefix, or a newer copy of this one): they are left alone. Returns
 /// how many were queued.
 fn sweep_objects(
-    listed: &[u64],
+    listed: &[(u64, String)],
     bound: u64,
     tables: &TableCache,
-    live: &std::collections::HashSet<u64>,
+    live: &std::collections::HashSet<String>,
 ) -> u64 {
     let mut found = 0;
-    for &n in listed {
-        if n >= bound {
+    for (n, key) in listed {
+        if *n >= bound {
             tracing::warn!(
-                table = n,
+                object = %key,
                 "object numbered above this database's tables: is another database using the same prefix?"
             );
-        } else if !live.contains(&n) {
-            tables.defer_object(n);
+        } else if !live.contains(key) {
+            tables.defer_object(key);
             found += 1;
         }
     }
@@ -315,9 +310,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     // Start above every number in the directory too: an open that failed after creating its
     // WAL or manifest (but before switching CURRENT) used numbers the manifest never recorded.
     // And above every object under the prefix, so that no upload replaces one.
-    let listed = tables.cold().and_then(|c| list_cold_tables(c, &tables));
+    let listed = tables.cold().and_then(list_cold_tables);
     let manifest_bound = rec.next_file;
-    let above_objects = listed.iter().flatten().max().map_or(0, |n| n + 1);
+    let above_objects = listed
+        .iter()
+        .flatten()
+        .map(|(n, _)| n)
+        .max()
+        .map_or(0, |n| n + 1);
     let mut next_file = rec
         .next_file
         .max(max_file_number(dir)? + 1)
@@ -365,7 +365,12 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     };
     for (level, l) in rec.levels.iter().enumerate() {
         for m in l.values() {
-            base.added.push((level, m.clone()));
+            let mut m = m.clone();
+            if m.cold && m.object.is_none() {
+                // Recorded by manifest format 2 or older: the new manifest names its object.
+                m.object = Some(tables.legacy_object_key(m.number));
+            }
+            base.added.push((level, m));
         }
     }
     let (version, _) = Version::new(opts.num_levels).apply(&base, |m| {
@@ -396,6 +401,12 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
             .collect()
     };
     let (live, live_cold) = (live(false), live(true));
+    let live_objects: std::collections::HashSet<String> = base
+        .added
+        .iter()
+        .filter(|(_, m)| m.cold)
+        .map(|(_, m)| tables.object_key(m))
+        .collect();
     for e in std::fs::read_dir(dir)
         .ctx(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -423,9 +434,9 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Inner>> {
     }
 
     if let Some(listed) = &listed {
-        report.orphan_objects_found = sweep_objects(listed, manifest_bound, &tables, &live_cold);
+        report.orphan_objects_found = sweep_objects(listed, manifest_bound, &tables, &live_objects);
         if !opts.replicated {
-            report.orphan_files_deleted += tables.collect_garbage(&live_cold);
+            report.orphan_files_deleted += tables.collect_garbage(&live_objects);
         }
     }
 
@@ -546,5 +557,90 @@ mod tests {
         let (last_seq, report) = replay(d.path()).unwrap();
         assert_eq!((last_seq, report.wal_records_replayed), (4, 4));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+    }
+
+    /// A database written before manifests named objects (format 2: cold tables as field 7,
+    /// objects at `<prefix>/sst/<number>.sst`) opens with every table readable where it was, and
+    /// the manifest it starts names those objects from then on.
+    #[test]
+    fn cold_tables_recorded_without_object_keys_are_read_at_their_old_keys() {
+        use crate::object::{LocalDirStore, ObjectStore};
+        let d = tempfile::tempdir().unwrap();
+        let objects = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalDirStore::open(objects.path()).unwrap());
+        let opts = || Options {
+            write_buffer_size: 32 << 10,
+            target_file_size: 32 << 10,
+            cold_tier: Some(crate::ColdTier::new(store.clone(), "old")),
+            ..Options::default()
+        };
+        let db = crate::Db::open(d.path(), opts()).unwrap();
+        for i in 0..2_000u32 {
+            db.put(format!("k{i:05}"), format!("v{i}-{}", "x".repeat(30)))
+                .unwrap();
+        }
+        db.compact_range::<&[u8], _>(..).unwrap();
+        let cold: Vec<_> = db
+            .tables()
+            .into_iter()
+            .filter(|t| t.object.is_some())
+            .collect();
+        assert!(!cold.is_empty());
+        db.close().unwrap();
+
+        // As format 2 left it: each object at its number's key, a manifest without keys.
+        let legacy = |n: u64| format!("old/sst/{n:06}.sst");
+        for t in &cold {
+            let key = t.object.as_deref().unwrap();
+            assert_ne!(key, legacy(t.number), "new tables get unique keys");
+            store
+                .put(&legacy(t.number), store.get(key).unwrap())
+                .unwrap();
+            store.delete(key).unwrap();
+        }
+        let rec = replay_manifest(d.path(), &opts(), &mut RecoveryReport::default()).unwrap();
+        let mut base = VersionEdit {
+            log_number: Some(rec.log_number),
+            next_file_number: Some(rec.next_file),
+            last_seq: Some(rec.last_seq),
+            ..Default::default()
+        };
+        for (level, l) in rec.levels.iter().enumerate() {
+            for m in l.values() {
+                base.added.push((
+                    level,
+                    FileMeta {
+                        object: None,
+                        ..m.clone()
+                    },
+                ));
+            }
+        }
+        let encoded = base.encode();
+        assert!(VersionEdit::decode(&encoded).is_some_and(|e| e == base));
+        let number = max_file_number(d.path()).unwrap() + 1;
+        ManifestWriter::create(d.path(), number, &base).unwrap();
+
+        let db = crate::Db::open(d.path(), opts()).unwrap();
+        for i in (0..2_000u32).step_by(37) {
+            let v = db.get(format!("k{i:05}")).unwrap().unwrap();
+            assert!(v.starts_with(format!("v{i}-").as_bytes()));
+        }
+        let named: Vec<_> = db.tables().into_iter().filter_map(|t| t.object).collect();
+        let mut want: Vec<_> = cold.iter().map(|t| legacy(t.number)).collect();
+        let mut got = named.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        db.close().unwrap();
+        let rec = replay_manifest(d.path(), &opts(), &mut RecoveryReport::default()).unwrap();
+        for m in rec
+            .levels
+            .iter()
+            .flat_map(|l| l.values())
+            .filter(|m| m.cold)
+        {
+            assert_eq!(m.object.as_deref(), Some(legacy(m.number).as_str()));
+        }
     }
 }

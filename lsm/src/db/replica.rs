@@ -27,9 +27,10 @@ use crate::{batch, fsutil, Error, Result, WriteBatch};
 /// every replica: the table built from a sealed memtable ([`Db::build_chunk`]) or a compaction's
 /// inputs and outputs ([`Db::compact_step`]).
 ///
-/// Its encoding ([`encode`](Self::encode)) is the engine's manifest edit record, format version 1
-/// (see the manifest module): tables added with their level, number, size, key and sequence
-/// ranges; tables removed by level and number.
+/// Its encoding ([`encode`](Self::encode)) is the engine's manifest edit record (see the manifest
+/// module; format version 3): tables added with their level, number, object key, size, key and
+/// sequence ranges; tables removed by level and number. Edits without object keys (format 2,
+/// from an older leader) still decode: their objects are named by the database's prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableEdit {
     pub(crate) edit: VersionEdit,
@@ -378,9 +379,9 @@ impl Db {
     /// applying it returned `false`); their objects go after the grace period.
     pub fn discard(&self, edit: &TableEdit) {
         let v = self.inner.sv.load().version.clone();
-        for n in edit.added() {
-            if !v.levels.iter().flatten().any(|f| f.meta.number == n) {
-                self.inner.tables.delete_cold(n);
+        for (_, m) in &edit.edit.added {
+            if !v.levels.iter().flatten().any(|f| f.meta.number == m.number) {
+                self.inner.tables.delete_cold(m);
             }
         }
     }

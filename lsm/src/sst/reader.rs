@@ -37,7 +37,8 @@ pub struct Table {
     filter: Option<Filter>,
     props: Properties,
     cache: BlockCache,
-    cache_id: u64,
+    /// The table's identity in `cache` (see `cache::table_identity`).
+    identity: u128,
     /// The disk cache of a cold table's data blocks, and the table's name in it.
     disk: Option<(DiskCache, TableId)>,
 }
@@ -99,7 +100,8 @@ impl Table {
         let map =
             unsafe { memmap2::Mmap::map(&f) }.ctx(|| format!("mapping {}", path.display()))?;
         let src = Source::Local(Bytes::from_owner(map));
-        Self::from_source(src, path.to_path_buf(), number, cache, cache_id)
+        let identity = crate::cache::table_identity(cache_id, number, None);
+        Self::from_source(src, path.to_path_buf(), number, cache, identity)
     }
 
     /// Opens a table stored as object `key`. Its metadata comes from `meta_path` when a valid
@@ -116,13 +118,14 @@ impl Table {
         tail_hint: u64,
     ) -> Result<Table> {
         let label = PathBuf::from(key);
+        let identity = crate::cache::table_identity(cache_id, number, Some(key));
         if let Some(saved) = meta_path.and_then(|p| source::load(p, store.clone(), key)) {
             let t = Self::from_source(
                 Source::Remote(saved),
                 label.clone(),
                 number,
                 cache.clone(),
-                cache_id,
+                identity,
             );
             match t {
                 Ok(t) => return Ok(t),
@@ -135,7 +138,7 @@ impl Table {
         let remote = source::fetch(store, key, tail_hint, &label, |tail| {
             Ok(parse_footer(tail, &label)?[0].offset)
         })?;
-        let t = Self::from_source(Source::Remote(remote), label, number, cache, cache_id)?;
+        let t = Self::from_source(Source::Remote(remote), label, number, cache, identity)?;
         if let (Some(p), Source::Remote(r)) = (meta_path, &t.src) {
             // A saved copy only spares the next open a GET: the table is open either way.
             if let Err(e) = source::save(p, r.size, r.tail_start, &r.tail) {
@@ -147,7 +150,14 @@ impl Table {
 
     /// A table over bytes held in memory (for the fuzz targets: the same checks as a file).
     pub(crate) fn from_bytes(bytes: Bytes, label: &Path, cache: BlockCache) -> Result<Table> {
-        Self::from_source(Source::Local(bytes), label.to_path_buf(), 0, cache, 0)
+        let identity = crate::cache::table_identity(0, 0, None);
+        Self::from_source(
+            Source::Local(bytes),
+            label.to_path_buf(),
+            0,
+            cache,
+            identity,
+        )
     }
 
     fn from_source(
@@ -155,7 +165,7 @@ impl Table {
         path: PathBuf,
         number: u64,
         cache: BlockCache,
-        cache_id: u64,
+        identity: u128,
     ) -> Result<Table> {
         let len = src.len();
         if len < FOOTER_LEN as u64 {
@@ -171,7 +181,7 @@ impl Table {
             filter: None,
             props: Properties::default(),
             cache,
-            cache_id,
+            identity,
             disk: None,
         };
         let corrupt = |t: &Table, d: &str| Error::corruption(&t.path, d.to_string());
@@ -263,8 +273,7 @@ impl Table {
         let h = self.index[i].handle;
         self.cache
             .get(&BlockKey {
-                cache_id: self.cache_id,
-                file: self.number,
+                table: self.identity,
                 offset: h.offset,
             })
             .or_else(|| self.disk_block(h))
@@ -349,8 +358,7 @@ impl Table {
     pub(crate) fn block(&self, i: usize, fill_cache: bool) -> Result<Bytes> {
         let h = self.index[i].handle;
         let key = BlockKey {
-            cache_id: self.cache_id,
-            file: self.number,
+            table: self.identity,
             offset: h.offset,
         };
         if let Some(b) = self.cache.get(&key) {
@@ -415,8 +423,7 @@ impl Table {
             return Some(Ok(None));
         };
         let b = self.cache.get(&BlockKey {
-            cache_id: self.cache_id,
-            file: self.number,
+            table: self.identity,
             offset: entry.handle.offset,
         })?;
         let found = block::seek(&b, seek_key)
