@@ -100,22 +100,7 @@ impl Shared {
         range: &Arc<Range>,
         key: Vec<u8>,
     ) -> Result<Option<raftlog::sm::Versioned>, ApiError> {
-        let failed = |e: raftlog::Error| ApiError::unavailable(format!("read failed: {e}"));
-        range
-            .reads_served
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let v = match range.replica.sm.get_without_io(&key) {
-            Some(r) => r.map_err(failed)?,
-            None => {
-                let replica = range.replica.clone();
-                let k = key.clone();
-                self.read_pool
-                    .run(move || replica.sm.get(&k).map_err(failed))
-                    .await?
-            }
-        };
-        range.holds(&key)?;
-        Ok(v)
+        range.get(key, &self.read_pool).await
     }
 
     /// Reads `key` from this node's replica of the range holding it, as applied so far (a
@@ -169,10 +154,12 @@ impl Shared {
 /// supervisor restarts it.
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     for r in state.ranges.all() {
-        let running = r.replica.raft.metrics().borrow().running_state.clone();
-        running.map_err(|fatal| {
-            ApiError::unavailable(format!("raft of range {} has stopped: {fatal}", r.id()))
-        })?;
+        if let Some(fatal) = r.fatal() {
+            return Err(ApiError::unavailable(format!(
+                "raft of range {} has stopped: {fatal}",
+                r.id()
+            )));
+        }
     }
     Ok(Json(serde_json::json!({ "status": "ok" })))
 }
@@ -180,7 +167,7 @@ async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 /// Whether one range is ready here: it has a leader and this replica applied everything
 /// committed (as of a read index confirmed now).
 async fn range_ready(r: &Range) -> Result<serde_json::Value, ApiError> {
-    if let Some(s) = r.replica.sm.apply_stall() {
+    if let Some(s) = r.apply_stall() {
         let mut e = ApiError::unavailable(if s.rejected {
             format!(
                 "the object store refuses this node (fix its credentials or bucket): {}",
@@ -197,7 +184,7 @@ async fn range_ready(r: &Range) -> Result<serde_json::Value, ApiError> {
         }));
         return Err(e);
     }
-    let m = r.replica.raft.metrics().borrow().clone();
+    let m = r.raft_metrics();
     let Some(leader) = m.current_leader else {
         return Err(ApiError::unavailable(format!(
             "range {} has no leader",
@@ -212,7 +199,7 @@ async fn range_ready(r: &Range) -> Result<serde_json::Value, ApiError> {
                 r.id()
             ))
         })??;
-    let applied = r.replica.sm.last_applied().map(|l| l.index);
+    let applied = r.last_applied_index();
     if applied < commit {
         let mut e = ApiError::unavailable(format!("range {} is catching up", r.id()));
         e.extra =

@@ -92,22 +92,14 @@ fn range_here(state: &AppState, id: u64) -> Result<Arc<Range>, ApiError> {
 
 /// One range as this node sees it: descriptor, replicas, leader, progress, size and rates.
 fn range_figures(r: &Range) -> Value {
-    let m = r.replica.raft.metrics().borrow().clone();
+    let m = r.raft_metrics();
     let membership = m.membership_config.membership();
     let mut o = match r.descriptor() {
         Some(d) => range_json(&d),
         None => json!({ "id": r.id(), "start": null, "end": null, "epoch": null }),
     };
-    let (sealed, mem_bytes) = r.replica.sm.backlog();
-    let tables: u64 = r
-        .replica
-        .sm
-        .db()
-        .stats()
-        .levels
-        .iter()
-        .map(|l| l.bytes)
-        .sum();
+    let (sealed, mem_bytes) = r.backlog();
+    let tables: u64 = r.engine_stats().levels.iter().map(|l| l.bytes).sum();
     let (writes, reads) = r.rates();
     o["replicas"] = membership.voter_ids().collect::<Vec<_>>().into();
     o["learners"] = membership.learner_ids().collect::<Vec<_>>().into();
@@ -129,11 +121,8 @@ pub fn status_json(state: &AppState) -> Value {
         return json!({ "id": state.ranges.node_id(), "ranges": 0 });
     };
     let all = state.ranges.all();
-    let led = all
-        .iter()
-        .filter(|r| r.replica.raft.metrics().borrow().state == openraft::ServerState::Leader)
-        .count();
-    let m = first.replica.raft.metrics().borrow().clone();
+    let led = all.iter().filter(|r| r.leads()).count();
+    let m = first.raft_metrics();
     let membership = m.membership_config.membership();
     let voters: Vec<Value> = membership
         .nodes()
@@ -148,9 +137,8 @@ pub fn status_json(state: &AppState) -> Value {
         .current_leader
         .and_then(|l| membership.get_node(&l))
         .map(|n| n.addr.clone());
-    let sm = &first.replica.sm;
-    let log_dir = first.replica.log.with_log(|l| l.dir().to_path_buf()).ok();
-    let engine = sm.db().stats();
+    let log_dir = first.log_dir();
+    let engine = first.engine_stats();
     json!({
         "id": m.id,
         "cluster_id": state.identity.cluster_id(),
@@ -164,11 +152,11 @@ pub fn status_json(state: &AppState) -> Value {
         "last_log_index": m.last_log_index,
         "commit_index": commit_index(&m),
         "applied_index": m.last_applied.map(|l| l.index),
-        "flushed_index": sm.flushed().map(|l| l.index),
+        "flushed_index": first.flushed_index(),
         "snapshot_index": m.snapshot.map(|l| l.index),
         "purged_index": m.purged.map(|l| l.index),
         "log_bytes": log_dir.as_deref().map(dir_bytes),
-        "snapshot_bytes": sm.db().export_image().encode().len(),
+        "snapshot_bytes": first.snapshot_bytes(),
         "tables": engine.levels.iter().map(|l| l.files).sum::<usize>(),
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
         // Links with visits counted here and not yet written (see crate::api::visits).
@@ -224,8 +212,6 @@ pub async fn init(
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", format!("{e:#}")))?;
     let first = range_here(&state, FIRST_RANGE)?;
     first
-        .replica
-        .raft
         .initialize(members.clone())
         .await
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()))?;
@@ -279,16 +265,10 @@ pub async fn add_learner(
         )));
     }
     let range = range_here(&state, req.range)?;
-    let r = tokio::time::timeout(
-        CATCH_UP_TIMEOUT,
-        range
-            .replica
-            .raft
-            .add_learner(req.id, BasicNode::new(req.addr), true),
-    )
-    .await
-    .map_err(|_| ApiError::unavailable("the learner did not catch up within 120 s"))?
-    .map_err(membership_error)?;
+    let r = tokio::time::timeout(CATCH_UP_TIMEOUT, range.add_learner(req.id, req.addr))
+        .await
+        .map_err(|_| ApiError::unavailable("the learner did not catch up within 120 s"))?
+        .map_err(membership_error)?;
     Ok(Json(json!({ "log_index": r.log_id.index })))
 }
 
@@ -315,10 +295,7 @@ pub async fn change_membership(
     let range = range_here(&state, req.range)?;
     let r = tokio::time::timeout(
         CATCH_UP_TIMEOUT,
-        range
-            .replica
-            .raft
-            .change_membership(req.voters, !req.remove),
+        range.change_membership(req.voters, !req.remove),
     )
     .await
     .map_err(|_| ApiError::unavailable("the change did not commit within 120 s"))?
@@ -401,7 +378,7 @@ pub async fn split(
     let started = tokio::time::timeout(CHILD_READY, async {
         loop {
             if let Some(r) = ranges.get(child.id) {
-                if r.replica.raft.metrics().borrow().current_leader.is_some() {
+                if r.raft_metrics().current_leader.is_some() {
                     return;
                 }
             }
@@ -470,7 +447,7 @@ pub async fn nodes(
     let now = crate::api::kv::now_ms();
     let mut replicas: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for r in state.ranges.all() {
-        let m = r.replica.raft.metrics().borrow().clone();
+        let m = r.raft_metrics();
         for v in m.membership_config.membership().voter_ids() {
             replicas.entry(v).or_default().0 += 1;
         }

@@ -286,28 +286,20 @@ async fn walk(
             Some(e) => min_upper(hi.clone(), Bound::Excluded(e.clone())),
             None => hi.clone(),
         };
-        let replica = range.replica.clone();
         let (room_items, room_bytes) = (
             page.limit - page.found.len(),
             page.max_bytes.saturating_sub(page.bytes),
         );
         let (first_item, reverse) = (page.found.is_empty(), page.reverse);
-        let (items, left) = state
-            .read_pool()
-            .run(move || {
+        let (items, left) = range
+            .read_engine(state.read_pool(), move |db| {
                 read_piece(
-                    replica.sm.db(),
-                    piece_lo,
-                    piece_hi,
-                    room_items,
-                    room_bytes,
-                    first_item,
-                    reverse,
+                    db, piece_lo, piece_hi, room_items, room_bytes, first_item, reverse,
                 )
             })
             .await?;
         // Read after the range changed: its piece may have moved (a split). Route again.
-        if range.replica.sm.range_arc().as_deref() != Some(&*desc) {
+        if range.descriptor_arc().as_deref() != Some(&*desc) {
             continue;
         }
         range

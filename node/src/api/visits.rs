@@ -322,12 +322,7 @@ impl Visits {
         // Until this node applied the writes, its local reads miss them: keep counting the
         // visits as in flight meanwhile (their `expected` version still matches).
         for (range, version) in highest.into_values() {
-            let _ = range
-                .replica
-                .raft
-                .wait(Some(APPLY_WAIT))
-                .applied_index_at_least(Some(version), "counter update applied")
-                .await;
+            range.wait_applied(version, APPLY_WAIT).await;
         }
         let mut map = self.entries();
         let n = applied.len();

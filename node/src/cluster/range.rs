@@ -4,7 +4,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use axum::http::StatusCode;
+use openraft::error::{InitializeError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftMetrics};
 use raftlog::store::{Command, Op, OpResult, Reply};
 use raftlog::{RangeDescriptor, Replica};
 
@@ -12,6 +20,7 @@ use crate::api::error::ApiError;
 use crate::cluster::batcher::Batcher;
 use crate::cluster::lease::Leases;
 use crate::cluster::reads::ReadIndex;
+use crate::ops::read_pool::ReadPool;
 use crate::transport::client::Peers;
 
 /// Sealed memtables waiting for upload before the leader stops sealing (and writes are refused
@@ -21,6 +30,9 @@ pub const MAX_SEALED: usize = 4;
 /// The `error` of an answer saying the request met a range that no longer holds its key (or
 /// another epoch): the router tries again with a fresh picture.
 pub const WRONG_RANGE: &str = "wrong_range";
+
+/// Why a membership change failed.
+type MembershipError = RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>;
 
 /// A retryable refusal carrying the range as the replica knows it.
 pub fn wrong_range(desc: Option<&RangeDescriptor>) -> ApiError {
@@ -37,7 +49,9 @@ pub fn wrong_range(desc: Option<&RangeDescriptor>) -> ApiError {
 /// A replica of one range on this node.
 pub struct Range {
     id: u64,
-    pub replica: Arc<Replica>,
+    /// Only the cluster layer touches the replica; the API and operations layers use the
+    /// methods below.
+    pub(in crate::cluster) replica: Arc<Replica>,
     peers: Peers,
     batcher: Batcher,
     reads: ReadIndex,
@@ -111,6 +125,183 @@ impl Range {
     pub fn rates(&self) -> (f64, f64) {
         let r = self.rates.lock().unwrap_or_else(|p| p.into_inner());
         (r.writes_per_sec, r.reads_per_sec)
+    }
+
+    /// Raft's figures for this replica, as of now (a copy).
+    pub fn raft_metrics(&self) -> RaftMetrics<u64, BasicNode> {
+        self.replica.raft.metrics().borrow().clone()
+    }
+
+    /// Whether this replica leads its range now.
+    pub fn leads(&self) -> bool {
+        self.replica.raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// Why this replica's Raft stopped, if it did (a log write failed, say): fatal to the node.
+    pub fn fatal(&self) -> Option<String> {
+        let m = self.replica.raft.metrics();
+        let running = m.borrow().running_state.clone();
+        running.err().map(|e| e.to_string())
+    }
+
+    /// The range as this replica applied it, shared (see [`Range::descriptor`]).
+    pub fn descriptor_arc(&self) -> Option<Arc<RangeDescriptor>> {
+        self.replica.sm.range_arc()
+    }
+
+    /// The last entry applied here.
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.replica.sm.last_applied().map(|l| l.index)
+    }
+
+    /// Up to where every write is in the tables.
+    pub fn flushed_index(&self) -> Option<u64> {
+        self.replica.sm.flushed().map(|l| l.index)
+    }
+
+    /// Sealed memtables waiting for their tables, and bytes in all memtables.
+    pub fn backlog(&self) -> (usize, usize) {
+        self.replica.sm.backlog()
+    }
+
+    /// Whether apply waits for the object store now, and since when.
+    pub fn apply_stall(&self) -> Option<raftlog::ApplyStall> {
+        self.replica.sm.apply_stall()
+    }
+
+    /// Entries whose apply had to wait for the object store.
+    pub fn stalled_entries(&self) -> u64 {
+        self.replica.sm.stalled_entries()
+    }
+
+    /// fdatasync calls of this replica's log.
+    pub fn log_syncs(&self) -> u64 {
+        self.replica.log.syncs()
+    }
+
+    /// Where this replica's log lives.
+    pub fn log_dir(&self) -> Option<std::path::PathBuf> {
+        self.replica.log.with_log(|l| l.dir().to_path_buf()).ok()
+    }
+
+    /// Bytes of this replica's snapshot (the manifest image: tables, not their data).
+    pub fn snapshot_bytes(&self) -> usize {
+        self.replica.sm.db().export_image().encode().len()
+    }
+
+    /// The engine's counters and shape.
+    pub fn engine_stats(&self) -> lsm::Stats {
+        self.replica.sm.db().stats()
+    }
+
+    /// Reads `key` as this replica applied it: at once when memory answers (memtables,
+    /// filters, cached blocks), else on the read pool under its deadline. Refused
+    /// ([`WRONG_RANGE`]) when the range no longer holds the key, judged after the read: a split
+    /// applied before it moved the key.
+    pub async fn get(
+        &self,
+        key: Vec<u8>,
+        pool: &ReadPool,
+    ) -> Result<Option<raftlog::Versioned>, ApiError> {
+        let failed = |e: raftlog::Error| ApiError::unavailable(format!("read failed: {e}"));
+        self.reads_served.fetch_add(1, Ordering::Relaxed);
+        let v = match self.replica.sm.get_without_io(&key) {
+            Some(r) => r.map_err(failed)?,
+            None => {
+                let replica = self.replica.clone();
+                let k = key.clone();
+                pool.run(move || replica.sm.get(&k).map_err(failed)).await?
+            }
+        };
+        self.holds(&key)?;
+        Ok(v)
+    }
+
+    /// Runs `read` over this replica's engine on the read pool (scans: iterators may fetch
+    /// blocks from the object store).
+    pub async fn read_engine<T: Send + 'static>(
+        &self,
+        pool: &ReadPool,
+        read: impl FnOnce(&lsm::Db) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let replica = self.replica.clone();
+        pool.run(move || read(replica.sm.db())).await
+    }
+
+    /// Forms the range's group with `members` (openraft's `initialize`; `/admin/init`).
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<u64, BasicNode>,
+    ) -> Result<(), RaftError<u64, InitializeError<u64, BasicNode>>> {
+        self.replica.raft.initialize(members).await
+    }
+
+    /// Adds `id` at `addr` as a learner, returning once it caught up.
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        addr: String,
+    ) -> Result<ClientWriteResponse<raftlog::store::TypeConfig>, MembershipError> {
+        self.replica
+            .raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+    }
+
+    /// Makes `voters` the voters (keeping the others as learners when `retain`).
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<u64>,
+        retain: bool,
+    ) -> Result<ClientWriteResponse<raftlog::store::TypeConfig>, MembershipError> {
+        self.replica.raft.change_membership(voters, retain).await
+    }
+
+    /// Waits up to `timeout` for this replica to apply up to `index`; false if it did not.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        self.replica
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "applied")
+            .await
+            .is_ok()
+    }
+
+    /// Hands a Raft message from a peer to this replica's Raft.
+    pub async fn append_entries(
+        &self,
+        req: AppendEntriesRequest<raftlog::store::TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.replica.raft.append_entries(req).await
+    }
+
+    /// A refusal of a vote request, made with this replica's own vote and last log id (as
+    /// openraft refuses within a leader's lease).
+    pub async fn refusal(&self) -> Result<VoteResponse<u64>, ApiError> {
+        use openraft::storage::RaftLogStorage;
+        let vote = self.replica.raft.metrics().borrow().vote;
+        let last = self
+            .replica
+            .log
+            .clone()
+            .get_log_state()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("reading the log state: {e}")))?
+            .last_log_id;
+        Ok(VoteResponse::new(vote, last, false))
+    }
+
+    /// See [`Range::append_entries`].
+    pub async fn vote(&self, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
+        self.replica.raft.vote(req).await
+    }
+
+    /// See [`Range::append_entries`].
+    pub async fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<raftlog::store::TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.replica.raft.install_snapshot(req).await
     }
 
     /// The range's id.

@@ -145,11 +145,8 @@ impl Collector for ReplicaCollector {
         let Some(first) = self.ranges.get(raftlog::FIRST_RANGE) else {
             return Ok(());
         };
-        let m = first.replica.raft.metrics().borrow().clone();
-        let led = all
-            .iter()
-            .filter(|r| r.replica.raft.metrics().borrow().state == openraft::ServerState::Leader)
-            .count();
+        let m = first.raft_metrics();
+        let led = all.iter().filter(|r| r.leads()).count();
         gauge(
             &mut e,
             "raft_ranges",
@@ -209,17 +206,17 @@ impl Collector for ReplicaCollector {
             &mut e,
             "raft_flushed_index",
             "Index up to which every write is in the tables",
-            idx(first.replica.sm.flushed()),
+            first.flushed_index().map_or(-1, |i| i as i64),
         )?;
         counter(
             &mut e,
             "raft_log_syncs",
             "fdatasync calls of the Raft log's group commit",
-            all.iter().map(|r| r.replica.log.syncs()).sum(),
+            all.iter().map(|r| r.log_syncs()).sum(),
         )?;
         let stall = all
             .iter()
-            .filter_map(|r| r.replica.sm.apply_stall())
+            .filter_map(|r| r.apply_stall())
             .min_by_key(|s| s.since);
         gauge(
             &mut e,
@@ -239,11 +236,11 @@ impl Collector for ReplicaCollector {
             &mut e,
             "apply_stalled_entries",
             "Entries whose apply had to wait for the object store",
-            all.iter().map(|r| r.replica.sm.stalled_entries()).sum(),
+            all.iter().map(|r| r.stalled_entries()).sum(),
         )?;
         let (sealed, mem_bytes) = all
             .iter()
-            .map(|r| r.replica.sm.backlog())
+            .map(|r| r.backlog())
             .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
         gauge(
             &mut e,
@@ -257,7 +254,7 @@ impl Collector for ReplicaCollector {
             "Bytes in all memtables",
             mem_bytes as i64,
         )?;
-        let stats: Vec<lsm::Stats> = all.iter().map(|r| r.replica.sm.db().stats()).collect();
+        let stats: Vec<lsm::Stats> = all.iter().map(|r| r.engine_stats()).collect();
         let sum = |f: fn(&lsm::Stats) -> u64| stats.iter().map(f).sum::<u64>();
         let tables: usize = stats
             .iter()

@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openraft::error::RaftError;
 use openraft::raft::{VoteRequest, VoteResponse};
-use openraft::storage::RaftLogStorage;
 use raftlog::store::{Command, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -112,7 +111,7 @@ pub async fn append(
 ) -> Result<Response, ApiError> {
     let req = admit(&state, &headers, &body)?;
     let range = range_of(&state, &headers, true).await?;
-    Ok(reply(&range.replica.raft.append_entries(req).await))
+    Ok(reply(&range.append_entries(req).await))
 }
 
 pub async fn vote(
@@ -128,21 +127,11 @@ pub async fn vote(
         // it stopped, and that leader may be counting on it for its lease (see
         // `crate::cluster::lease`). openraft forgot when it last heard from a leader, so the refusal is
         // made here, with the node's own vote and log, as openraft refuses within a lease.
-        let vote = range.replica.raft.metrics().borrow().vote;
-        let last = range
-            .replica
-            .log
-            .clone()
-            .get_log_state()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("reading the log state: {e}")))?
-            .last_log_id;
         tracing::debug!(candidate = %req.vote, "vote refused: this node started less than an election timeout ago");
-        let resp: Result<VoteResponse<u64>, RaftError<u64>> =
-            Ok(VoteResponse::new(vote, last, false));
+        let resp: Result<VoteResponse<u64>, RaftError<u64>> = Ok(range.refusal().await?);
         return Ok(reply(&resp));
     }
-    Ok(reply(&range.replica.raft.vote(req).await))
+    Ok(reply(&range.vote(req).await))
 }
 
 pub async fn snapshot(
@@ -152,7 +141,7 @@ pub async fn snapshot(
 ) -> Result<Response, ApiError> {
     let req = admit(&state, &headers, &body)?;
     let range = range_of(&state, &headers, true).await?;
-    Ok(reply(&range.replica.raft.install_snapshot(req).await))
+    Ok(reply(&range.install_snapshot(req).await))
 }
 
 /// A write or a split a follower forwards. Seals and table edits come from the leader's own
