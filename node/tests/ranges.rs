@@ -1,9 +1,9 @@
 //! Ranges across processes: a node that missed a split routes requests for the moved keys
 //! again once it learns of it; a request routed with an old epoch is answered with the range
-//! as it is; a node joining through an address registers, then gets replicas of new ranges;
-//! a data directory
-//! written by a single-group node (before ranges) opens as the first range with its data; a
-//! message for a range a node lacks creates it, empty.
+//! as it is; a node joining through an address registers, is added to every range by
+//! `strata admin --all-ranges`, then gets replicas of new ranges; a data directory written by
+//! a single-group node (before ranges) opens as the first range with its data; a message for
+//! a range a node lacks creates it, empty.
 
 mod common;
 
@@ -160,6 +160,9 @@ fn a_node_joining_gets_replicas_of_new_ranges_and_registers() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut nodes, addrs) = three(tmp.path());
     let objects = tmp.path().join("objects");
+    // A range made before node 4 comes, with a key in it.
+    let before = split(addrs[0], "c")["child"]["id"].as_u64().unwrap();
+    put(addrs[1], "d", "before 4");
     // `--join ADDR`: it registers through node 1 before it holds any replica.
     let via = addrs[0].to_string();
     let n4 = start(
@@ -185,25 +188,39 @@ fn a_node_joining_gets_replicas_of_new_ranges_and_registers() {
                 .is_some_and(|l| l.len() == n && l.iter().all(|x| x["live"] == true))
     };
     wait_until(30, "the joining node is registered", || registered(4));
-    let leader = wait_for_leader(&addrs, None) as usize;
-    let body = serde_json::json!({ "id": 4, "addr": n4.addr.to_string() }).to_string();
-    let r = request(
-        addrs[leader - 1],
-        "POST",
-        "/admin/learners",
-        &auth(),
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let body = serde_json::json!({ "voters": [1, 2, 3, 4] }).to_string();
-    let r = request(
-        addrs[leader - 1],
-        "POST",
-        "/admin/membership",
-        &auth(),
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    // Added to every range, through `strata admin --all-ranges` (each call at its range's
+    // leader, wherever it is).
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args([
+                "admin",
+                "--node",
+                &format!("http://{}", addrs[0]),
+                "--token",
+                TOKEN,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "strata admin {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let n4_addr = n4.addr.to_string();
+    let added = admin(&["add-learner", "4", &n4_addr, "--all-ranges"]);
+    assert_eq!(added.as_array().map(Vec::len), Some(2), "{added}");
+    admin(&["change-membership", "1", "2", "3", "4", "--all-ranges"]);
+    // The range made before it joined now has a replica on node 4, which serves it.
+    wait_until(30, "node 4 runs the earlier range", || {
+        ranges_of(n4.addr).iter().any(|r| {
+            r["id"].as_u64() == Some(before) && r["replicas"] == serde_json::json!([1, 2, 3, 4])
+        })
+    });
+    assert_eq!(get(n4.addr, "d").as_deref(), Some("before 4"));
 
     // A range created now has a replica on node 4.
     let s = split(addrs[0], "k");

@@ -55,6 +55,9 @@ pub enum AdminAction {
         /// The range whose group the node joins (the first range by default).
         #[arg(long, default_value_t = raftlog::FIRST_RANGE)]
         range: u64,
+        /// Every user range the node asked holds, one after the other (not the meta group).
+        #[arg(long, conflicts_with = "range")]
+        all_ranges: bool,
     },
     /// Makes exactly these nodes the voters (learners among them are promoted; voters left out
     /// become learners, or are removed with --remove).
@@ -67,6 +70,9 @@ pub enum AdminAction {
         /// The range whose voters change (the first range by default).
         #[arg(long, default_value_t = raftlog::FIRST_RANGE)]
         range: u64,
+        /// Every user range the node asked holds, one after the other (not the meta group).
+        #[arg(long, conflicts_with = "range")]
+        all_ranges: bool,
     },
     /// Splits the range holding KEY at KEY (refused while that range holds data at or after
     /// KEY); a key that starts a range already changes nothing.
