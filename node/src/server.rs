@@ -464,12 +464,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             identity.clone(),
         ));
     }
-    if identity.rejoining() {
-        tokio::spawn(crate::cluster::bootstrap::end_rejoin(
-            ranges.clone(),
-            identity.clone(),
-        ));
-    }
     let public_base = args
         .public_url
         .clone()

@@ -1,6 +1,7 @@
-//! A node that lost its data directory: it must not vote in the group it belonged to (it may
-//! have voted in the current term already) until an operator removed it from the voters and
-//! added it back, and it must never form a new group over the object store of an existing one.
+//! A node that lost its data directory: it must not vote in the groups it belonged to (it may
+//! have voted in their current terms already) until an operator removed it from each group's
+//! voters and added it back, and it must never form a new group over the object store of an
+//! existing one.
 
 mod common;
 
@@ -48,16 +49,38 @@ fn wait_status(addr: SocketAddr, what: &str, f: impl Fn(&serde_json::Value) -> b
     }
 }
 
-fn membership(leader: SocketAddr, voters: &[u64]) {
-    let body = serde_json::json!({ "voters": voters }).to_string();
-    let r = request(
-        leader,
-        "POST",
-        "/admin/membership",
-        &auth(),
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+/// Makes `voters` the voters of `range`, at its leader (found through the 421 of a node that
+/// does not lead it).
+fn membership(addrs: &[SocketAddr], range: u64, voters: &[u64]) {
+    let body = serde_json::json!({ "voters": voters, "range": range }).to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        for a in addrs {
+            let r = request(*a, "POST", "/admin/membership", &auth(), body.as_bytes());
+            if r.status == 200 {
+                return;
+            }
+            last = r.text();
+            if r.status == 421 {
+                if let Some(l) = r.json()["leader_addr"].as_str() {
+                    let r = request(
+                        l.parse().unwrap(),
+                        "POST",
+                        "/admin/membership",
+                        &auth(),
+                        body.as_bytes(),
+                    );
+                    if r.status == 200 {
+                        return;
+                    }
+                    last = r.text();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("range {range} voters {voters:?} not made: {last}");
 }
 
 #[test]
@@ -81,6 +104,17 @@ fn a_wiped_node_does_not_vote_until_re_added_and_never_forms_a_group() {
     for i in 0..20 {
         assert_eq!(put(addrs[leader], &format!("k{i}"), "v"), Some(200));
     }
+    // A second range, holding a key: the node that loses its data was a voter there too.
+    let r = request(
+        addrs[leader],
+        "POST",
+        "/admin/split",
+        &auth(),
+        br#"{"key": "m"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let child = r.json()["child"]["id"].as_u64().expect("a child range");
+    assert_eq!(put(addrs[leader], "n", "in the second range"), Some(200));
     let cluster = status(addrs[0]).unwrap()["cluster_id"]
         .as_str()
         .expect("the group has a cluster id")
@@ -122,13 +156,24 @@ fn a_wiped_node_does_not_vote_until_re_added_and_never_forms_a_group() {
     let l = wait_for_leader(&[addrs[leader], addrs[other]], None) as usize - 1;
     assert!(put_within(addrs[l], "back", Duration::from_secs(10)));
 
-    // The rebuild: out of the voters (kept as a learner), then promoted again.
+    // The rebuild: out of the voters (kept as a learner), then promoted again, in every group.
+    // One group is not enough: the node may have voted in the others' terms too.
     let voters: Vec<u64> = [leader, other].iter().map(|i| *i as u64 + 1).collect();
-    membership(addrs[l], &voters);
+    membership(&addrs, 1, &voters);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        status(addrs[wiped]).unwrap()["rejoining"],
+        true,
+        "the rejoin ended with the first range alone"
+    );
+    membership(&addrs, child, &voters);
+    membership(&addrs, 0, &voters);
     wait_status(addrs[wiped], "ends its rejoin as a learner", |s| {
         s["rejoining"] == false
     });
-    membership(addrs[l], &[1, 2, 3]);
+    for range in [1, child, 0] {
+        membership(&addrs, range, &[1, 2, 3]);
+    }
     // Now it votes: with the leader gone (or, if it leads, having been elected), it and the
     // remaining node elect one.
     let l = wait_for_leader(&addrs, None) as usize - 1;
@@ -143,6 +188,8 @@ fn a_wiped_node_does_not_vote_until_re_added_and_never_forms_a_group() {
         let r = request(addrs[wiped], "GET", &format!("/kv/k{i}"), &[], b"");
         assert_eq!(r.status, 200, "k{i} through the rebuilt node: {}", r.text());
     }
+    let r = request(addrs[wiped], "GET", "/kv/n", &[], b"");
+    assert_eq!(r.status, 200, "n through the rebuilt node: {}", r.text());
 
     // A node with an empty directory told to form a group over that prefix refuses.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))

@@ -173,14 +173,12 @@ pub async fn start(
     if !ids.contains(&FIRST_RANGE) {
         ids.insert(0, FIRST_RANGE);
     }
+    if identity.rejoining() {
+        // Neither campaign nor vote in any range until re-added to it (see `Ranges::rejoin_with`).
+        ranges.rejoin_with(identity.clone());
+    }
     for id in ids {
         ranges.start(id, false).await?;
-    }
-    if identity.rejoining() {
-        // Neither campaign nor vote (votes are refused in `rpc::vote`) until re-added.
-        for r in ranges.all() {
-            r.replica.raft.runtime_config().elect(false);
-        }
     }
     if let Bootstrap::Form(members) = plan {
         let named = identity.clone();
@@ -263,40 +261,6 @@ pub async fn learn_cluster_id(identity: Arc<Identity>) {
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "reading the cluster id"),
             Err(_) => return,
-        }
-    }
-}
-
-/// A rejoining node (see [`crate::cluster::identity`]) waits to find itself a learner of the
-/// first range: from then on its logs and votes are its own, and it may vote and campaign once
-/// promoted.
-pub async fn end_rejoin(ranges: Arc<Ranges>, identity: Arc<Identity>) {
-    let Some(first) = ranges.get(FIRST_RANGE) else {
-        return;
-    };
-    let mut rx = first.replica.raft.metrics();
-    loop {
-        let learner = {
-            let m = rx.borrow_and_update();
-            let mem = m.membership_config.membership();
-            mem.get_node(&m.id).is_some() && !mem.voter_ids().any(|v| v == m.id)
-        };
-        if learner {
-            let id = identity.clone();
-            match tokio::task::spawn_blocking(move || id.rejoined()).await {
-                Ok(Ok(())) => {
-                    for r in ranges.all() {
-                        r.replica.raft.runtime_config().elect(true);
-                    }
-                    tracing::info!("rejoined as a learner: this node votes again once promoted");
-                    return;
-                }
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "ending the rejoin"),
-                Err(_) => return,
-            }
-        }
-        if rx.changed().await.is_err() {
-            return;
         }
     }
 }

@@ -10,10 +10,12 @@
 //!   A node whose directory names another cluster than the prefix refuses to start.
 //! - Each node id that ever kept state over the prefix leaves a marker `<prefix>/node-<id>`,
 //!   written before its Raft starts. A node that starts with an empty data directory and finds its
-//!   marker was wiped: it **rejoins** (`REJOINING` in its directory, until cleared): it neither
-//!   votes nor campaigns, whatever the membership says, until it has been a learner of the group
-//!   since (the operator removed it from the voters and added it back; see the README). Then its
-//!   log and vote are its own again and it may be promoted.
+//!   marker was wiped: it **rejoins** (`REJOINING` in its directory, until cleared): in each
+//!   range, the meta group included, it neither votes nor campaigns, whatever the membership
+//!   says, until it has been a learner of that range's group since (the operator removed it from
+//!   the voters and added it back; see the README). Then that replica's log and vote are its own
+//!   again (`REJOINED` in the range's directory) and it may be promoted; the node's rejoin ends
+//!   when every replica it holds has rejoined (see `Ranges::rejoin_with`).
 //! - A node forms a group only when told (`--initial-cluster-state new`, the default, with
 //!   `--peers` or alone) and only over a prefix holding no cluster; with `existing` (or `--join`)
 //!   it waits to be added.
@@ -98,7 +100,7 @@ fn parse_remote(key: &str, data: &[u8]) -> Result<String> {
 }
 
 /// Writes `contents` to `path` durably (temporary file, fsync, rename, fsync of the directory).
-fn write_durably(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_durably(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().context("a file path has a parent")?;
     let tmp = path.with_extension("tmp");

@@ -63,6 +63,9 @@ pub struct Range {
     pub reads_served: AtomicU64,
     /// Writes and reads per second over the last sampling interval.
     rates: std::sync::Mutex<Rates>,
+    /// The node lost its data and this replica has not been a learner since: it must neither
+    /// vote nor campaign (see [`crate::cluster::identity`]).
+    rejoining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -100,7 +103,17 @@ impl Range {
                 writes_per_sec: 0.0,
                 reads_per_sec: 0.0,
             }),
+            rejoining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether this replica rejoins after the node lost its data (no vote, no campaign).
+    pub fn rejoining(&self) -> bool {
+        self.rejoining.load(Ordering::SeqCst)
+    }
+
+    pub(in crate::cluster) fn set_rejoining(&self, on: bool) {
+        self.rejoining.store(on, Ordering::SeqCst);
     }
 
     /// Takes a sample of the write and read counters (called about once a second).

@@ -20,6 +20,7 @@ use raftlog::range::{create_child, create_empty, is_created, ChildSpec, SplitHoo
 use raftlog::{MaintainerOptions, RangeDescriptor, Replica, FIRST_RANGE, META_RANGE};
 use tokio::sync::mpsc;
 
+use crate::cluster::identity::Identity;
 use crate::cluster::lease::Leases;
 use crate::cluster::range::Range;
 use crate::transport::client::{Network, Peers};
@@ -27,6 +28,10 @@ use crate::transport::client::{Network, Peers};
 /// Ranges this node creates on messages naming one it lacks, at most: a bound on what a
 /// confused (or compromised) peer can make it allocate.
 const MAX_RANGES: usize = 4096;
+
+/// In a range's directory: this replica has been a learner of its group since the node lost its
+/// data (see [`crate::cluster::identity`]), so its log and vote are its own again.
+const REJOINED_FILE: &str = "REJOINED";
 
 /// What starting a replica of any range needs.
 pub struct Template {
@@ -106,6 +111,8 @@ pub struct Ranges {
     born: mpsc::UnboundedSender<Born>,
     /// Bumped when a range is added.
     added: AtomicU64,
+    /// While the node rejoins after losing its data: replicas started meanwhile rejoin too.
+    rejoin: std::sync::Mutex<Option<Arc<Identity>>>,
 }
 
 #[derive(Default)]
@@ -127,6 +134,7 @@ impl Ranges {
             creating: Arc::default(),
             born,
             added: AtomicU64::new(0),
+            rejoin: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&ranges);
         (ranges, start_born(weak, rx))
@@ -134,6 +142,22 @@ impl Ranges {
 
     pub fn node_id(&self) -> u64 {
         self.template.node_id
+    }
+
+    /// The node lost its data and rejoins (see [`crate::cluster::identity`]): every replica
+    /// started from now on without a [`REJOINED_FILE`] neither votes nor campaigns until it
+    /// has been a learner of its group; once every replica here has, the node's rejoin ends.
+    /// Per range, because a node that lost its data may have voted in any of its groups'
+    /// current terms.
+    pub fn rejoin_with(&self, identity: Arc<Identity>) {
+        *self.rejoin.lock().unwrap_or_else(|p| p.into_inner()) = Some(identity);
+    }
+
+    fn rejoining_identity(&self) -> Option<Arc<Identity>> {
+        self.rejoin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The client of node-to-node calls.
@@ -217,12 +241,24 @@ impl Ranges {
             );
         }
         let leases = Arc::new(Leases::new(t.lease));
+        let rejoin = self
+            .rejoining_identity()
+            .filter(|_| !dir.join(REJOINED_FILE).exists());
+        // A rejoining replica starts with elections off, so it never campaigns on a log it
+        // cannot vouch for (its votes are refused in `transport::server::vote`).
+        let raft = match rejoin {
+            Some(_) => Arc::new(Config {
+                enable_elect: false,
+                ..(*t.raft).clone()
+            }),
+            None => t.raft.clone(),
+        };
         let replica = Replica::start_group(
             t.node_id,
             id,
             &dir,
             t.engine(id),
-            t.raft.clone(),
+            raft,
             Network::new(t.peers.clone(), leases.clone(), id),
             t.maintainer(),
             Some(self.split_hook()),
@@ -236,6 +272,15 @@ impl Ranges {
             leases,
             t.backlog_limit(),
         ));
+        if let Some(identity) = rejoin {
+            range.set_rejoining(true);
+            tokio::spawn(rejoin_range(
+                Arc::downgrade(self),
+                range.clone(),
+                dir.join(REJOINED_FILE),
+                identity,
+            ));
+        }
         self.by_id
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -385,5 +430,62 @@ async fn start_born(ranges: std::sync::Weak<Ranges>, mut rx: mpsc::UnboundedRece
                 tracing::error!(range = b.id, error = %format!("{e:#}"), "starting a range created by a split")
             }
         }
+    }
+}
+
+/// Ends a replica's rejoin once it is a learner of its group (the operator took it out of the
+/// voters and added it back), then the node's once no replica here rejoins any more.
+async fn rejoin_range(
+    ranges: std::sync::Weak<Ranges>,
+    range: Arc<Range>,
+    marker: PathBuf,
+    identity: Arc<Identity>,
+) {
+    let mut rx = range.replica.raft.metrics();
+    loop {
+        let learner = {
+            let m = rx.borrow_and_update();
+            let mem = m.membership_config.membership();
+            mem.get_node(&m.id).is_some() && !mem.voter_ids().any(|v| v == m.id)
+        };
+        if learner {
+            break;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        crate::cluster::identity::write_durably(
+            &marker,
+            b"a learner since the node lost its data\n",
+        )
+    })
+    .await;
+    if let Err(e) = written.map_err(anyhow::Error::from).and_then(|r| r) {
+        tracing::error!(range = range.id(), error = %format!("{e:#}"), "ending a range's rejoin");
+        return;
+    }
+    range.set_rejoining(false);
+    range.replica.raft.runtime_config().elect(true);
+    tracing::info!(
+        range = range.id(),
+        "rejoined as a learner: this replica votes again once promoted"
+    );
+    let Some(ranges) = ranges.upgrade() else {
+        return;
+    };
+    // Under the start lock: no replica starts (rejoining) while the node's rejoin ends.
+    let _one = ranges.starting.lock().await;
+    if ranges.all().iter().any(|r| r.rejoining()) || ranges.rejoining_identity().is_none() {
+        return;
+    }
+    match tokio::task::spawn_blocking(move || identity.rejoined()).await {
+        Ok(Ok(())) => {
+            *ranges.rejoin.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            tracing::info!("every range here rejoined: the node's rejoin is over");
+        }
+        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "ending the node's rejoin"),
+        Err(_) => {}
     }
 }

@@ -121,7 +121,7 @@ pub async fn vote(
 ) -> Result<Response, ApiError> {
     let req: VoteRequest<u64> = admit(&state, &headers, &body)?;
     let range = range_of(&state, &headers, true).await?;
-    if state.vote_guard().refusing() || state.identity.rejoining() {
+    if state.vote_guard().refusing() || range.rejoining() {
         // Rejoining after losing its data: it may have voted in this very term before (see
         // `crate::cluster::identity`). Or just restarted: this node may have acknowledged a leader's heartbeat a moment before
         // it stopped, and that leader may be counting on it for its lease (see
