@@ -328,6 +328,11 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
             "/raft/read-index",
             rpc_route(post(rpc::read_index), SMALL_BODY),
         )
+        // At most 4,096 pairs of about 30 bytes.
+        .route(
+            "/raft/confirm",
+            rpc_route(post(rpc::confirm), 4 * SMALL_BODY),
+        )
         .route("/raft/node-id", rpc_route(post(rpc::node_id), SMALL_BODY))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -2,6 +2,7 @@
 
 pub mod batcher;
 pub mod bootstrap;
+pub mod confirm;
 pub mod forward;
 pub mod identity;
 pub mod lease;

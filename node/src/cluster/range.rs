@@ -84,12 +84,19 @@ impl Range {
         replica: Arc<Replica>,
         peers: Peers,
         leases: Arc<Leases>,
+        confirmer: Arc<crate::cluster::confirm::Confirmer>,
         backlog_limit: usize,
     ) -> Range {
         Range {
             id,
             batcher: Batcher::spawn(replica.raft.clone(), peers.clone(), id),
-            reads: ReadIndex::spawn(replica.clone(), peers.clone(), id),
+            reads: ReadIndex::spawn(
+                replica.clone(),
+                peers.clone(),
+                id,
+                leases.clone(),
+                confirmer,
+            ),
             replica,
             peers,
             leases,
@@ -302,6 +309,13 @@ impl Range {
             .map_err(|e| ApiError::unavailable(format!("reading the log state: {e}")))?
             .last_log_id;
         Ok(VoteResponse::new(vote, last, false))
+    }
+
+    /// The vote this replica has persisted (what it answers a leader's confirmation with: see
+    /// [`crate::cluster::confirm`]).
+    pub async fn persisted_vote(&self) -> Option<openraft::Vote<u64>> {
+        use openraft::storage::RaftLogStorage;
+        self.replica.log.clone().read_vote().await.ok().flatten()
     }
 
     /// See [`Range::append_entries`].

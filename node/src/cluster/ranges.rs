@@ -111,6 +111,8 @@ pub struct Ranges {
     born: mpsc::UnboundedSender<Born>,
     /// Bumped when a range is added.
     added: AtomicU64,
+    /// Leadership confirmations of every range this node leads, batched per peer.
+    confirmer: Arc<crate::cluster::confirm::Confirmer>,
     /// While the node rejoins after losing its data: replicas started meanwhile rejoin too.
     rejoin: std::sync::Mutex<Option<Arc<Identity>>>,
 }
@@ -126,7 +128,9 @@ impl Ranges {
     /// An empty set of ranges; `start_born` must run for splits to start their children.
     pub fn new(template: Template) -> (Arc<Ranges>, impl std::future::Future<Output = ()>) {
         let (born, rx) = mpsc::unbounded_channel();
+        let confirmer = crate::cluster::confirm::Confirmer::new(template.peers.clone());
         let ranges = Arc::new(Ranges {
+            confirmer,
             template,
             by_id: RwLock::default(),
             index: RwLock::default(),
@@ -270,6 +274,7 @@ impl Ranges {
             Arc::new(replica),
             t.peers.clone(),
             leases,
+            self.confirmer.clone(),
             t.backlog_limit(),
         ));
         if let Some(identity) = rejoin {

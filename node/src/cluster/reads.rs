@@ -7,6 +7,7 @@
 //! while a confirmation is in flight waits for the next one, and that next one serves all of
 //! them: it starts after each of them arrived, which is all linearizability asks.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use raftlog::Replica;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::error::ApiError;
+use crate::cluster::confirm::{Confirmer, Leading};
+use crate::cluster::lease::Leases;
 use crate::transport::client::Peers;
 
 /// How long a confirmation may take.
@@ -39,14 +42,46 @@ struct Waiter {
 #[derive(Clone)]
 pub struct ReadIndex {
     tx: mpsc::Sender<Waiter>,
+    counts: Arc<Counts>,
+}
+
+/// Confirmations made here as the leader: shared with the other ranges (see
+/// [`crate::cluster::confirm`]) or by openraft's own round.
+#[derive(Default)]
+struct Counts {
+    shared: std::sync::atomic::AtomicU64,
+    openraft: std::sync::atomic::AtomicU64,
 }
 
 impl ReadIndex {
     /// Starts the confirming task on the current runtime.
-    pub fn spawn(replica: Arc<Replica>, peers: Peers, range: u64) -> ReadIndex {
+    pub fn spawn(
+        replica: Arc<Replica>,
+        peers: Peers,
+        range: u64,
+        leases: Arc<Leases>,
+        confirmer: Arc<Confirmer>,
+    ) -> ReadIndex {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, replica, peers, range));
-        ReadIndex { tx }
+        let counts = Arc::new(Counts::default());
+        let here = Here {
+            replica: replica.clone(),
+            range,
+            leases,
+            confirmer,
+            counts: counts.clone(),
+        };
+        tokio::spawn(run(rx, replica, peers, range, here));
+        ReadIndex { tx, counts }
+    }
+
+    /// Confirmations this node made as the leader: (shared with other ranges, by openraft).
+    pub fn confirmations(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.counts.shared.load(Relaxed),
+            self.counts.openraft.load(Relaxed),
+        )
     }
 
     /// A read index from a confirmation that started after this call (`None`: nothing was
@@ -71,7 +106,22 @@ impl ReadIndex {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers, range: u64) {
+/// What a confirmation on this node (as the range's leader) uses.
+struct Here {
+    replica: Arc<Replica>,
+    range: u64,
+    leases: Arc<Leases>,
+    confirmer: Arc<Confirmer>,
+    counts: Arc<Counts>,
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Waiter>,
+    replica: Arc<Replica>,
+    peers: Peers,
+    range: u64,
+    here: Here,
+) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
@@ -87,7 +137,16 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, peers: Peers
                 leader: Some(leader),
                 why: "this node does not lead".into(),
             }),
-            None => confirm_here(&replica).await,
+            None => match confirm_shared(&here).await {
+                Some(read) => {
+                    here.counts.shared.fetch_add(1, Ordering::Relaxed);
+                    Ok(Some(read))
+                }
+                None => {
+                    here.counts.openraft.fetch_add(1, Ordering::Relaxed);
+                    confirm_here(&replica).await
+                }
+            },
         };
         let forwarded = match &local {
             Err(NotHere {
@@ -114,6 +173,52 @@ struct NotHere {
     /// The leader it knows of, if any.
     leader: Option<(u64, String)>,
     why: String,
+}
+
+/// A confirmation shared with every other range this node leads (see
+/// [`crate::cluster::confirm`]); `None` when it cannot be had that way (not the leader, its
+/// term's first entry not applied yet, a peer that says no or does not answer): the caller then
+/// asks openraft, which also names a newer leader.
+async fn confirm_shared(h: &Here) -> Option<LogId<u64>> {
+    let leading = {
+        let m = h.replica.raft.metrics();
+        let m = m.borrow();
+        if m.state != openraft::ServerState::Leader || !m.vote.committed {
+            return None;
+        }
+        let applied = h.replica.sm.last_applied()?;
+        if applied.leader_id.term != m.vote.leader_id.term
+            || applied.index < h.replica.start_log_index()
+        {
+            return None;
+        }
+        let mem = m.membership_config.membership();
+        let configs = mem.get_joint_config().clone();
+        let addrs = configs
+            .iter()
+            .flatten()
+            .filter(|id| **id != m.id)
+            .filter_map(|id| mem.get_node(id).map(|n| (*id, n.addr.clone())))
+            .collect();
+        // Taken after every waiting read arrived (see the module comment of `confirm`).
+        let index = applied.index.max(h.leases.commit_sent());
+        Leading {
+            me: m.id,
+            vote: m.vote,
+            configs,
+            addrs,
+            read: LogId::new(applied.leader_id, index),
+        }
+    };
+    let still_mine = async {
+        use openraft::storage::RaftLogStorage;
+        let persisted = h.replica.log.clone().read_vote().await.ok().flatten();
+        crate::cluster::confirm::answer(persisted, &leading.vote)
+    };
+    h.confirmer
+        .confirm(h.range, &leading, still_mine)
+        .await
+        .then_some(leading.read)
 }
 
 /// A confirmation here, when this node leads (through [`Replica::read_log_id`], which never

@@ -159,6 +159,22 @@ impl Collector for ReplicaCollector {
             "Ranges whose leader is this node",
             led as i64,
         )?;
+        let (shared, openraft) = all
+            .iter()
+            .map(|r| r.reads().confirmations())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        counter(
+            &mut e,
+            "read_confirmations_shared",
+            "Leadership confirmations of linearizable reads asked of each peer for all ranges at once",
+            shared,
+        )?;
+        counter(
+            &mut e,
+            "read_confirmations_openraft",
+            "Leadership confirmations made by a round of openraft heartbeats (a new leader, or a peer that said no)",
+            openraft,
+        )?;
         let idx = |l: Option<openraft::LogId<u64>>| l.map_or(-1, |l| l.index as i64);
         gauge(
             &mut e,

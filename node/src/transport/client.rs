@@ -3,7 +3,9 @@
 //!
 //! Wire format, version 1: `POST /raft/{append,vote,snapshot,propose,read-index}`, the request
 //! body one postcard value (openraft's request, or a [`Command`]), the reply body one postcard
-//! value `Result<Response, RaftError>` as openraft returns it. Every call carries the cluster
+//! value `Result<Response, RaftError>` as openraft returns it; `POST /raft/confirm` (for all
+//! ranges, see `cluster::confirm`), a `Vec<(range, Vote)>` answered by a `Vec<bool>` (a node
+//! without the route answers 404, which the asker takes as no). Every call carries the cluster
 //! secret in [`SECRET_HEADER`]; a node without a secret refuses all of them.
 
 // openraft's RPC errors are large and its trait returns them; the helpers do the same.

@@ -203,6 +203,33 @@ pub async fn read_index(
     Ok(reply(&r))
 }
 
+/// A leader's confirmation of its leadership of many ranges at once (see
+/// [`crate::cluster::confirm`]): for each (range, vote), whether this node's replica has
+/// persisted no vote newer than it. A range this node does not hold answers no.
+pub async fn confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(u64, openraft::Vote<u64>)> = admit(&state, &headers, &body)?;
+    if pairs.len() > crate::cluster::confirm::MAX_PAIRS {
+        return Err(ApiError::bad_request(format!(
+            "{} ranges to confirm; at most {}",
+            pairs.len(),
+            crate::cluster::confirm::MAX_PAIRS
+        )));
+    }
+    let mut answers = Vec::with_capacity(pairs.len());
+    for (id, vote) in &pairs {
+        let local = match state.ranges.get(*id) {
+            Some(r) => r.persisted_vote().await,
+            None => None,
+        };
+        answers.push(crate::cluster::confirm::answer(local, vote));
+    }
+    Ok(reply(&answers))
+}
+
 /// This node's id, for a node that knows only an address (`strata serve --join ADDR`).
 pub async fn node_id(
     State(state): State<AppState>,
