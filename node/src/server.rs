@@ -328,10 +328,14 @@ fn router(state: AppState, limits: RouterLimits, metrics: Arc<Metrics>) -> Route
             "/raft/read-index",
             rpc_route(post(rpc::read_index), SMALL_BODY),
         )
-        // At most 4,096 pairs of about 30 bytes.
+        // At most 4,096 pairs of about 30 bytes, or 4,096 range ids.
         .route(
             "/raft/confirm",
             rpc_route(post(rpc::confirm), 4 * SMALL_BODY),
+        )
+        .route(
+            "/raft/read-indexes",
+            rpc_route(post(rpc::read_indexes), 4 * SMALL_BODY),
         )
         .route("/raft/node-id", rpc_route(post(rpc::node_id), SMALL_BODY))
         .route_layer(middleware::from_fn_with_state(

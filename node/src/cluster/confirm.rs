@@ -7,8 +7,9 @@
 //! arrived. openraft confirms by a round of heartbeats per range (`ensure_linearizable`), two
 //! HTTP calls per range per read batch; with dozens of ranges each read pays its own round.
 //! Here the question is asked of each peer for every range at once: one call per peer per batch
-//! (`POST /raft/confirm`, a list of (range, vote) pairs answered by a list of booleans), however
-//! many ranges' reads wait.
+//! (`POST /raft/confirm`, a list of (range, vote) pairs answered by a list of booleans; see
+//! `transport::batch`), however many ranges' reads wait. A follower's requests for read indexes
+//! go to their leader node the same way (`POST /raft/read-indexes`).
 //!
 //! The read index handed out is the larger of what the leader applied and every commit index it
 //! sent (see [`crate::cluster::lease`]), taken after the reads arrived: every write a client saw
@@ -19,34 +20,32 @@
 //! which also names a newer leader.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{LogId, Vote};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::client::{Peers, To};
+use crate::transport::batch::PeerBatcher;
+use crate::transport::client::Peers;
 
 /// How long a confirmation may take before the caller falls back.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
-/// Questions waiting for one peer; beyond this, askers wait to enqueue.
-const QUEUE: usize = 65536;
-/// Pairs in one call, at most (a peer refuses longer lists): one per range, and a node holds
-/// at most 4,096 (see `cluster::ranges`).
-pub const MAX_PAIRS: usize = 4096;
+/// How long a follower's read index may take from its leader.
+const READ_INDEX_TIMEOUT: Duration = crate::cluster::reads::READ_TIMEOUT;
+/// How long a leader gives each range of a batched read index request: less than the asker's
+/// timeout, so that the answers of the ranges that could confirm arrive.
+pub const READ_INDEX_BUDGET: Duration = Duration::from_secs(3);
 
-/// One range's question to a peer: does it still hold no vote newer than `vote`?
-struct Ask {
-    range: u64,
-    vote: Vote<u64>,
-    reply: oneshot::Sender<bool>,
-}
+/// A leader's read index for a follower (only its index matters), or why there is none.
+pub type ReadIndexAnswer = Result<Option<LogId<u64>>, String>;
 
-/// The per-peer batchers. Cheap to share.
+/// The per-peer batchers of this node's questions about many ranges. Cheap to share.
 pub struct Confirmer {
     peers: Peers,
-    /// By peer id and address (a peer that moved gets a new queue).
-    queues: Mutex<HashMap<(u64, String), mpsc::Sender<Ask>>>,
+    /// As a leader: "has your replica of this range voted for anyone newer than me?"
+    votes: Arc<PeerBatcher<(u64, Vote<u64>), bool>>,
+    /// As a follower: "your read index for this range, please" (see `cluster::reads`).
+    reads: Arc<PeerBatcher<u64, ReadIndexAnswer>>,
 }
 
 /// What the leader knows when a confirmation starts.
@@ -64,9 +63,34 @@ pub struct Leading {
 impl Confirmer {
     pub fn new(peers: Peers) -> Arc<Confirmer> {
         Arc::new(Confirmer {
-            peers,
-            queues: Mutex::new(HashMap::new()),
+            peers: peers.clone(),
+            votes: PeerBatcher::new(peers.clone(), "confirm", CONFIRM_TIMEOUT, |_| false),
+            reads: PeerBatcher::new(peers, "read-indexes", READ_INDEX_TIMEOUT, |why| {
+                Err(why.to_string())
+            }),
         })
+    }
+
+    /// Asks the leader `id` at `addr` for its read index of `range`, in one call with every
+    /// other range's question to that node.
+    /// A leader that cannot take batches (an earlier version, without the route) or whose
+    /// queue is full is asked for this range alone.
+    pub async fn read_index(&self, id: u64, addr: &str, range: u64) -> ReadIndexAnswer {
+        if let Some(rx) = self.reads.ask(id, addr, range) {
+            return rx
+                .await
+                .unwrap_or_else(|_| Err("the node is shutting down".to_string()));
+        }
+        let to = crate::transport::client::To {
+            node: id,
+            addr,
+            range,
+            epoch: None,
+        };
+        self.peers
+            .call::<_, ReadIndexAnswer>(to, "read-index", &(), READ_INDEX_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| Err(format!("asking node {id}: {e}")))
     }
 
     /// Asks every other voter of `range` whether it still holds no vote newer than
@@ -79,29 +103,15 @@ impl Confirmer {
         leading: &Leading,
         still_mine: impl std::future::Future<Output = bool>,
     ) -> bool {
-        let mut answers = Vec::new();
+        let mut pending = futures::stream::FuturesUnordered::new();
         for (&id, addr) in &leading.addrs {
-            let (reply, rx) = oneshot::channel();
-            let queue = self.queue(id, addr);
-            let ask = Ask {
-                range,
-                vote: leading.vote,
-                reply,
-            };
-            // A full queue is a peer that stopped answering (each call waits out its timeout
-            // while questions pile up): no answer from it, rather than a wait that would hold
-            // every range's reads; the others may still make a quorum.
-            if queue.try_send(ask).is_err() {
-                continue;
+            // No queue room: that peer stopped answering; the others may make a quorum.
+            if let Some(rx) = self.votes.ask(id, addr, (range, leading.vote)) {
+                pending.push(async move { (id, rx.await.unwrap_or(false)) });
             }
-            answers.push((id, rx));
         }
         let mut yes: BTreeSet<u64> = BTreeSet::new();
         let mut no: BTreeSet<u64> = BTreeSet::new();
-        let mut pending = futures::stream::FuturesUnordered::new();
-        for (id, rx) in answers {
-            pending.push(async move { (id, rx.await.unwrap_or(false)) });
-        }
         let decided = async {
             use futures::StreamExt;
             loop {
@@ -124,18 +134,6 @@ impl Confirmer {
             .unwrap_or(false);
         // This node's own vote is counted as of now, after the peers answered.
         agreed && still_mine.await
-    }
-
-    fn queue(&self, id: u64, addr: &str) -> mpsc::Sender<Ask> {
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (id, addr.to_string());
-        if let Some(q) = queues.get(&key).filter(|q| !q.is_closed()) {
-            return q.clone();
-        }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(ask_peer(self.peers.clone(), id, addr.to_string(), rx));
-        queues.insert(key, tx.clone());
-        tx
     }
 }
 
@@ -163,45 +161,10 @@ fn quorum(
     all.then_some(true)
 }
 
-/// Sends one peer's questions, a batch per call: everything that arrived while the previous
-/// call was out goes in the next.
-async fn ask_peer(peers: Peers, id: u64, addr: String, mut rx: mpsc::Receiver<Ask>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_PAIRS {
-            match rx.try_recv() {
-                Ok(a) => batch.push(a),
-                Err(_) => break,
-            }
-        }
-        // Questions whose asker already decided (a quorum without this peer, or a timeout).
-        batch.retain(|a| !a.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let pairs: Vec<(u64, Vote<u64>)> = batch.iter().map(|a| (a.range, a.vote)).collect();
-        let to = To {
-            node: id,
-            addr: &addr,
-            range: raftlog::FIRST_RANGE,
-            epoch: None,
-        };
-        let answers: Vec<bool> = match peers
-            .call::<_, Vec<bool>>(to, "confirm", &pairs, CONFIRM_TIMEOUT)
-            .await
-        {
-            Ok(a) if a.len() == batch.len() => a,
-            Ok(_) | Err(_) => vec![false; batch.len()],
-        };
-        for (ask, yes) in batch.into_iter().zip(answers) {
-            let _ = ask.reply.send(yes);
-        }
-    }
-}
-
-/// A peer's answer for one range: whether its replica holds no vote newer than the leader's
-/// `vote` (the same leader, or an older one it has not moved on from, is no obstacle: it has
-/// not helped elect anyone newer).
+/// A peer's answer for one range: whether its replica's persisted vote is for the same leader
+/// (term and node) as `vote`. Votes only grow, so such a replica has helped elect no newer
+/// leader. Any other vote, older ones included, is a no: conservative, and an up-to-date
+/// follower of this leader always holds its vote.
 pub fn answer(local: Option<Vote<u64>>, vote: &Vote<u64>) -> bool {
     local.is_some_and(|v| v.leader_id == vote.leader_id)
 }

@@ -90,13 +90,7 @@ impl Range {
         Range {
             id,
             batcher: Batcher::spawn(replica.raft.clone(), peers.clone(), id),
-            reads: ReadIndex::spawn(
-                replica.clone(),
-                peers.clone(),
-                id,
-                leases.clone(),
-                confirmer,
-            ),
+            reads: ReadIndex::spawn(replica.clone(), id, leases.clone(), confirmer),
             replica,
             peers,
             leases,
@@ -312,10 +306,10 @@ impl Range {
     }
 
     /// The vote this replica has persisted (what it answers a leader's confirmation with: see
-    /// [`crate::cluster::confirm`]).
-    pub async fn persisted_vote(&self) -> Option<openraft::Vote<u64>> {
-        use openraft::storage::RaftLogStorage;
-        self.replica.log.clone().read_vote().await.ok().flatten()
+    /// [`crate::cluster::confirm`]). Blocks while a save holds the log's lock (across an
+    /// fsync): call it off the async workers.
+    pub fn persisted_vote(&self) -> Option<openraft::Vote<u64>> {
+        self.replica.log.saved_vote().ok().flatten()
     }
 
     /// See [`Range::append_entries`].

@@ -1,11 +1,14 @@
 //! Linearizable reads share leadership confirmations.
 //!
-//! A read is linearizable once the node has applied up to a *read index*: the commit index of a
-//! leader that confirmed, with a quorum, that it still led at some moment after the read
-//! arrived. Each confirmation is a round of heartbeats (and, on a follower, a call to the
-//! leader), so one per read would cap reads at one round trip each. Here every read that arrives
-//! while a confirmation is in flight waits for the next one, and that next one serves all of
-//! them: it starts after each of them arrived, which is all linearizability asks.
+//! A read is linearizable once the node has applied up to a *read index*: a point at or past
+//! every write a client could have seen, given by a leader that confirmed, with a quorum, that
+//! it still led at some moment after the read arrived. Each confirmation is a round trip to the
+//! peers (one call per peer for all the ranges this node leads, see [`crate::cluster::confirm`];
+//! openraft's heartbeat round when that cannot be had) and, on a follower, a call to the leader
+//! (batched per leader node too), so one per read would cap reads at one round trip each. Here
+//! every read that arrives while a confirmation is in flight waits for the next one, and that
+//! next one serves all of them: it starts after each of them arrived, which is all
+//! linearizability asks.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,7 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::error::ApiError;
 use crate::cluster::confirm::{Confirmer, Leading};
 use crate::cluster::lease::Leases;
-use crate::transport::client::Peers;
 
 /// How long a confirmation may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,8 +39,8 @@ struct Waiter {
 }
 
 /// Hands out read indexes, one confirmation per batch of concurrent reads: this node's own
-/// reads and, on the leader, the read indexes its followers ask for share one round of
-/// heartbeats. Cheap to clone.
+/// reads and, on the leader, the read indexes its followers ask for share one confirmation
+/// round. Cheap to clone.
 #[derive(Clone)]
 pub struct ReadIndex {
     tx: mpsc::Sender<Waiter>,
@@ -57,7 +59,6 @@ impl ReadIndex {
     /// Starts the confirming task on the current runtime.
     pub fn spawn(
         replica: Arc<Replica>,
-        peers: Peers,
         range: u64,
         leases: Arc<Leases>,
         confirmer: Arc<Confirmer>,
@@ -71,7 +72,7 @@ impl ReadIndex {
             confirmer,
             counts: counts.clone(),
         };
-        tokio::spawn(run(rx, replica, peers, range, here));
+        tokio::spawn(run(rx, replica, range, here));
         ReadIndex { tx, counts }
     }
 
@@ -115,13 +116,7 @@ struct Here {
     counts: Arc<Counts>,
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Waiter>,
-    replica: Arc<Replica>,
-    peers: Peers,
-    range: u64,
-    here: Here,
-) {
+async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, range: u64, here: Here) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
@@ -138,14 +133,15 @@ async fn run(
                 why: "this node does not lead".into(),
             }),
             None => match confirm_shared(&here).await {
-                Some(read) => {
+                Shared::Confirmed(read) => {
                     here.counts.shared.fetch_add(1, Ordering::Relaxed);
                     Ok(Some(read))
                 }
-                None => {
+                Shared::Failed => {
                     here.counts.openraft.fetch_add(1, Ordering::Relaxed);
                     confirm_here(&replica).await
                 }
+                Shared::NotLeading => confirm_here(&replica).await,
             },
         };
         let forwarded = match &local {
@@ -153,7 +149,7 @@ async fn run(
                 leader: Some(leader),
                 ..
             }) if waiting.iter().any(|w| !w.local_only) => {
-                Some(ask_leader(&replica, &peers, range, leader).await)
+                Some(ask_leader(&replica, &here.confirmer, range, leader).await)
             }
             _ => None,
         };
@@ -175,22 +171,33 @@ struct NotHere {
     why: String,
 }
 
+/// What a shared confirmation came to.
+enum Shared {
+    Confirmed(LogId<u64>),
+    /// This node does not lead (as far as it knows), or not yet in a way that allows it.
+    NotLeading,
+    /// It leads, but a peer said no or did not answer in time.
+    Failed,
+}
+
 /// A confirmation shared with every other range this node leads (see
-/// [`crate::cluster::confirm`]); `None` when it cannot be had that way (not the leader, its
-/// term's first entry not applied yet, a peer that says no or does not answer): the caller then
-/// asks openraft, which also names a newer leader.
-async fn confirm_shared(h: &Here) -> Option<LogId<u64>> {
+/// [`crate::cluster::confirm`]). When it cannot be had that way (not the leader, its term's
+/// first entry not applied yet, a peer that says no or does not answer) the caller asks
+/// openraft, which also names a newer leader.
+async fn confirm_shared(h: &Here) -> Shared {
     let leading = {
         let m = h.replica.raft.metrics();
         let m = m.borrow();
         if m.state != openraft::ServerState::Leader || !m.vote.committed {
-            return None;
+            return Shared::NotLeading;
         }
-        let applied = h.replica.sm.last_applied()?;
+        let Some(applied) = h.replica.sm.last_applied() else {
+            return Shared::NotLeading;
+        };
         if applied.leader_id.term != m.vote.leader_id.term
             || applied.index < h.replica.start_log_index()
         {
-            return None;
+            return Shared::NotLeading;
         }
         let mem = m.membership_config.membership();
         let configs = mem.get_joint_config().clone();
@@ -211,14 +218,19 @@ async fn confirm_shared(h: &Here) -> Option<LogId<u64>> {
         }
     };
     let still_mine = async {
-        use openraft::storage::RaftLogStorage;
-        let persisted = h.replica.log.clone().read_vote().await.ok().flatten();
+        // Under the log's lock, which a save holds across its fsync: off the async workers.
+        let log = h.replica.log.clone();
+        let persisted = tokio::task::spawn_blocking(move || log.saved_vote().ok().flatten())
+            .await
+            .ok()
+            .flatten();
         crate::cluster::confirm::answer(persisted, &leading.vote)
     };
-    h.confirmer
-        .confirm(h.range, &leading, still_mine)
-        .await
-        .then_some(leading.read)
+    if h.confirmer.confirm(h.range, &leading, still_mine).await {
+        Shared::Confirmed(leading.read)
+    } else {
+        Shared::Failed
+    }
 }
 
 /// A confirmation here, when this node leads (through [`Replica::read_log_id`], which never
@@ -248,33 +260,20 @@ async fn confirm_here(replica: &Replica) -> Result<Option<LogId<u64>>, NotHere> 
 }
 
 /// A confirmation by the leader, over the network; given up as soon as another leader is known.
+/// The question travels with every other range's to that node (see `transport::batch`).
 async fn ask_leader(
     replica: &Replica,
-    peers: &Peers,
+    confirmer: &Confirmer,
     range: u64,
     (id, addr): &(u64, String),
 ) -> Answer {
-    let to = crate::transport::client::To {
-        node: *id,
-        addr,
-        range,
-        epoch: None,
-    };
     let answer = tokio::select! {
-        a = peers.read_index(to, READ_TIMEOUT) => a,
+        a = confirmer.read_index(*id, addr, range) => a,
         _ = crate::cluster::forward::deposed(&replica.raft, *id) => {
             return Err(ApiError::unavailable(format!(
                 "node {id} stopped leading while asked for a read index; retry"
             )))
         }
     };
-    match answer {
-        Ok(Ok(read)) => Ok(read),
-        Ok(Err(m)) => Err(ApiError::unavailable(format!(
-            "the leader gave no read index: {m}"
-        ))),
-        Err(e) => Err(ApiError::unavailable(format!(
-            "asking the leader for a read index failed: {e}"
-        ))),
-    }
+    answer.map_err(|m| ApiError::unavailable(format!("the leader gave no read index: {m}")))
 }

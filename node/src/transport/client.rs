@@ -31,7 +31,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode, LogId};
+use openraft::{AnyError, BasicNode};
 use raftlog::store::{Command, Reply, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -263,16 +263,6 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Result<Reply, String>, CallError> {
         self.call(to, "propose", cmd, timeout).await
-    }
-
-    /// Asks the leader at `addr` for a read index: once this node has applied up to it, a
-    /// local read is linearizable.
-    pub async fn read_index(
-        &self,
-        to: To<'_>,
-        timeout: Duration,
-    ) -> Result<Result<Option<LogId<u64>>, String>, CallError> {
-        self.call(to, "read-index", &(), timeout).await
     }
 }
 

@@ -190,7 +190,8 @@ pub async fn propose(
     Ok(reply(&r))
 }
 
-/// The leader's read index for a follower's linearizable read.
+/// The leader's read index for a follower's linearizable read (one range: what a node of an
+/// earlier version asks; this version asks `/raft/read-indexes`).
 pub async fn read_index(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -205,29 +206,75 @@ pub async fn read_index(
 
 /// A leader's confirmation of its leadership of many ranges at once (see
 /// [`crate::cluster::confirm`]): for each (range, vote), whether this node's replica has
-/// persisted no vote newer than it. A range this node does not hold answers no.
+/// persisted a vote for that same leader. A range this node does not hold, or holds while it
+/// rejoins after losing its data, answers no.
 pub async fn confirm(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pairs: Vec<(u64, openraft::Vote<u64>)> = admit(&state, &headers, &body)?;
-    if pairs.len() > crate::cluster::confirm::MAX_PAIRS {
+    at_most_a_batch(pairs.len())?;
+    let ranges: Vec<Option<Arc<Range>>> =
+        pairs.iter().map(|(id, _)| state.ranges.get(*id)).collect();
+    // Votes are read under each log's lock, which a save holds across its fsync.
+    let answers = tokio::task::spawn_blocking(move || {
+        pairs
+            .iter()
+            .zip(ranges)
+            .map(|((_, vote), r)| match r {
+                // A replica that lost its data may have forgotten a vote it gave a newer
+                // leader: it vouches for no one.
+                Some(r) if !r.rejoining() => {
+                    crate::cluster::confirm::answer(r.persisted_vote(), vote)
+                }
+                _ => false,
+            })
+            .collect::<Vec<bool>>()
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("reading the votes: {e}")))?;
+    Ok(reply(&answers))
+}
+
+/// A follower's read indexes of many ranges at once (see `transport::batch`): each as
+/// `/raft/read-index` answers it, all at the same time.
+pub async fn read_indexes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ranges: Vec<u64> = admit(&state, &headers, &body)?;
+    at_most_a_batch(ranges.len())?;
+    let state = &state;
+    // Each range within its own budget, shorter than the asker's timeout: one range that cannot
+    // confirm (its quorum unreachable, a restarted leader still applying) must not hold back the
+    // answers of the others in the same call.
+    let budget = crate::cluster::confirm::READ_INDEX_BUDGET;
+    let answers = futures::future::join_all(ranges.iter().map(|&id| async move {
+        match state.ranges.get(id) {
+            Some(r) => tokio::time::timeout(budget, r.reads().get_as_leader())
+                .await
+                .map_err(|_| format!("range {id}: no read index within {budget:?}"))?
+                .map_err(|e| e.message),
+            None => Err(format!(
+                "node {} holds no replica of range {id}",
+                state.ranges.node_id()
+            )),
+        }
+    }))
+    .await;
+    Ok(reply(&answers))
+}
+
+fn at_most_a_batch(n: usize) -> Result<(), ApiError> {
+    let max = crate::transport::batch::MAX_BATCH;
+    if n > max {
         return Err(ApiError::bad_request(format!(
-            "{} ranges to confirm; at most {}",
-            pairs.len(),
-            crate::cluster::confirm::MAX_PAIRS
+            "{n} ranges in one call; at most {max}"
         )));
     }
-    let mut answers = Vec::with_capacity(pairs.len());
-    for (id, vote) in &pairs {
-        let local = match state.ranges.get(*id) {
-            Some(r) => r.persisted_vote().await,
-            None => None,
-        };
-        answers.push(crate::cluster::confirm::answer(local, vote));
-    }
-    Ok(reply(&answers))
+    Ok(())
 }
 
 /// This node's id, for a node that knows only an address (`strata serve --join ADDR`).

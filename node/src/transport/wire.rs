@@ -33,7 +33,8 @@ pub mod fuzzing {
     pub type Outcome = Result<(), String>;
 
     /// Every body a node decodes from a peer, tried in turn on the same bytes: the requests of
-    /// `/raft/{append,vote,snapshot,propose,read-index,confirm}` and the replies to them. `Ok` when one
+    /// `/raft/{append,vote,snapshot,propose,read-index,confirm,read-indexes}` and the replies to
+    /// them. `Ok` when one
     /// of them accepts the input. Never panics, except when an accepted value does not survive
     /// being encoded and decoded again.
     pub fn node_rpc(data: &[u8]) -> Outcome {
@@ -52,6 +53,8 @@ pub mod fuzzing {
             check::<Result<Option<LogId<u64>>, String>>(data),
             check::<Vec<(u64, openraft::Vote<u64>)>>(data),
             check::<Vec<bool>>(data),
+            check::<Vec<u64>>(data),
+            check::<Vec<Result<Option<LogId<u64>>, String>>>(data),
         ];
         if results.iter().any(Result::is_ok) {
             return Ok(());

@@ -138,6 +138,15 @@ impl LogStore {
         self.flusher.fail_syncs(on);
     }
 
+    /// The vote as last saved durably (what `read_vote` returns), without an async context. It
+    /// takes the log's lock, which a save holds across its fsync: call it off the async workers.
+    pub fn saved_vote(&self) -> StoreResult<Option<Vote<NodeId>>> {
+        let bytes = lock(&self.log, ErrorSubject::Vote)?.meta(MetaKind::Vote);
+        bytes
+            .map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Vote, e)))
+            .transpose()
+    }
+
     /// Runs `f` on the underlying log (for stats and tests); the store's lock is held meanwhile.
     pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> StoreResult<T> {
         Ok(f(&*lock(&self.log, ErrorSubject::Store)?))
