@@ -312,6 +312,11 @@ impl Range {
         self.replica.log.saved_vote().ok().flatten()
     }
 
+    /// [`Range::persisted_vote`] without waiting: `None` when the log's lock is held.
+    pub fn persisted_vote_now(&self) -> Option<Option<openraft::Vote<u64>>> {
+        self.replica.log.saved_vote_now().map(|r| r.ok().flatten())
+    }
+
     /// See [`Range::append_entries`].
     pub async fn vote(&self, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
         self.replica.raft.vote(req).await

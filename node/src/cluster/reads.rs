@@ -218,12 +218,18 @@ async fn confirm_shared(h: &Here) -> Shared {
         }
     };
     let still_mine = async {
-        // Under the log's lock, which a save holds across its fsync: off the async workers.
-        let log = h.replica.log.clone();
-        let persisted = tokio::task::spawn_blocking(move || log.saved_vote().ok().flatten())
-            .await
-            .ok()
-            .flatten();
+        // Under the log's lock, which a save holds across its fsync: off the async workers
+        // when it is held.
+        let persisted = match h.replica.log.saved_vote_now() {
+            Some(v) => v.ok().flatten(),
+            None => {
+                let log = h.replica.log.clone();
+                tokio::task::spawn_blocking(move || log.saved_vote().ok().flatten())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
         crate::cluster::confirm::answer(persisted, &leading.vote)
     };
     if h.confirmer.confirm(h.range, &leading, still_mine).await {

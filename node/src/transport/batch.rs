@@ -1,8 +1,8 @@
 //! Questions to a peer about many ranges, one call per batch: each question waits in the peer's
 //! queue while the calls already out are answered, and the next call carries all that
 //! arrived. A node with dozens of ranges would otherwise make a call per range for what one
-//! call can answer (leadership confirmations, read indexes). A few calls may be out at once,
-//! so one slow answer does not hold every question behind it; a peer without the route (an
+//! call can answer (leadership confirmations, read indexes). One call is out at a time, unless
+//! it is slow: then a few may be, so one slow answer does not hold every question behind it; a peer without the route (an
 //! earlier version, answering 404) is asked no more, and the asker does without it.
 
 use std::collections::HashMap;
@@ -23,6 +23,10 @@ const QUEUE: usize = 65536;
 pub const MAX_BATCH: usize = 4096;
 /// Calls out to one peer at once, at most.
 const IN_FLIGHT: usize = 4;
+/// A call out this long no longer holds the next one back. Below it, one call at a time: the
+/// questions that arrive meanwhile make the next batch (more calls at once would split them
+/// into smaller ones, which at 64 ranges halved the reads a second).
+const SLOW_CALL: Duration = Duration::from_millis(50);
 
 struct Item<Q, A> {
     question: Q,
@@ -123,10 +127,13 @@ where
                 continue;
             }
             let (me, addr) = (self.clone(), addr.clone());
+            let (done, answered) = oneshot::channel::<()>();
             tokio::spawn(async move {
                 me.call(id, &addr, batch).await;
                 drop(slot);
+                let _ = done.send(());
             });
+            let _ = tokio::time::timeout(SLOW_CALL, answered).await;
         }
     }
 

@@ -147,6 +147,29 @@ impl LogStore {
             .transpose()
     }
 
+    /// [`saved_vote`](Self::saved_vote) if the log's lock is free now; `None` when it is held
+    /// (a save may be in its fsync): ask `saved_vote` off the async workers then.
+    pub fn saved_vote_now(&self) -> Option<StoreResult<Option<Vote<NodeId>>>> {
+        let log = match self.log.try_lock() {
+            Ok(l) => l,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Some(Err(StorageIOError::new(
+                    ErrorSubject::Vote,
+                    ErrorVerb::Read,
+                    AnyError::error("raft log mutex poisoned by a panic"),
+                )
+                .into()))
+            }
+        };
+        let bytes = log.meta(MetaKind::Vote);
+        Some(
+            bytes
+                .map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Vote, e)))
+                .transpose(),
+        )
+    }
+
     /// Runs `f` on the underlying log (for stats and tests); the store's lock is held meanwhile.
     pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> StoreResult<T> {
         Ok(f(&*lock(&self.log, ErrorSubject::Store)?))
