@@ -77,9 +77,13 @@ impl Confirmer {
     /// queue is full is asked for this range alone.
     pub async fn read_index(&self, id: u64, addr: &str, range: u64) -> ReadIndexAnswer {
         if let Some(rx) = self.reads.ask(id, addr, range) {
-            return rx
+            let answer = rx
                 .await
                 .unwrap_or_else(|_| Err("the node is shutting down".to_string()));
+            // The call that found the route missing answered no one: ask alone at once.
+            if answer.is_ok() || !self.reads.unsupported(id, addr) {
+                return answer;
+            }
         }
         let to = crate::transport::client::To {
             node: id,
@@ -192,6 +196,45 @@ mod tests {
         assert_eq!(quorum(&joint, 1, &set(&[2]), &set(&[4, 5])), Some(false));
         // Alone.
         assert_eq!(quorum(&[set(&[7])], 7, &set(&[]), &set(&[])), Some(true));
+    }
+
+    /// A leader of an earlier version has `/raft/read-index` but not `/raft/read-indexes`: the
+    /// first question finds out (404) and is asked alone at once, and so are the later ones,
+    /// without another batched call.
+    #[tokio::test]
+    async fn a_leader_without_batches_is_asked_range_by_range() {
+        use axum::routing::post;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let batched = Arc::new(AtomicUsize::new(0));
+        let single = Arc::new(AtomicUsize::new(0));
+        let (b, s1) = (batched.clone(), single.clone());
+        let app = axum::Router::new()
+            .route(
+                "/raft/read-indexes",
+                post(move || {
+                    b.fetch_add(1, Ordering::SeqCst);
+                    async { axum::http::StatusCode::NOT_FOUND }
+                }),
+            )
+            .route(
+                "/raft/read-index",
+                post(move || {
+                    s1.fetch_add(1, Ordering::SeqCst);
+                    let read: ReadIndexAnswer =
+                        Ok(Some(LogId::new(openraft::CommittedLeaderId::new(2, 7), 41)));
+                    async move { postcard::to_stdvec(&read).unwrap() }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let c = Confirmer::new(Peers::new("secret", None).unwrap());
+        for _ in 0..3 {
+            let read = c.read_index(7, &addr, 5).await.expect("a read index");
+            assert_eq!(read.map(|l| l.index), Some(41));
+        }
+        assert_eq!(batched.load(Ordering::SeqCst), 1);
+        assert_eq!(single.load(Ordering::SeqCst), 3);
     }
 
     #[test]

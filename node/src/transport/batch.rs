@@ -74,12 +74,7 @@ where
     /// when the peer lacks the route, or its queue is full (it stopped answering): no answer,
     /// rather than a wait that would hold the asker and everything behind it.
     pub fn ask(self: &Arc<Self>, id: u64, addr: &str, question: Q) -> Option<oneshot::Receiver<A>> {
-        if self
-            .unsupported
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(id, addr.to_string()))
-        {
+        if self.unsupported(id, addr) {
             return None;
         }
         let (reply, rx) = oneshot::channel();
@@ -87,6 +82,14 @@ where
             .try_send(Item { question, reply })
             .ok()?;
         Some(rx)
+    }
+
+    /// Whether peer `id` at `addr` answered 404: it lacks the route.
+    pub fn unsupported(&self, id: u64, addr: &str) -> bool {
+        self.unsupported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(id, addr.to_string()))
     }
 
     fn queue(self: &Arc<Self>, id: u64, addr: &str) -> mpsc::Sender<Item<Q, A>> {
