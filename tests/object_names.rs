@@ -21,9 +21,18 @@ fn open(dir: &std::path::Path, store: &Arc<LocalDirStore>, prefix: &str) -> Db {
     Db::open(dir, opts).expect("open")
 }
 
+/// 3,000 keys with values that do not compress (about 200 KB): a full compaction makes several
+/// cold tables of `target_file_size`, however the compression does.
 fn fill(db: &Db, gen: u32) {
     common::write_in_batches(db, 0..3_000u32, 100, |b, i| {
-        b.put(format!("k{i:06}"), format!("v{gen}-{i}-{}", "x".repeat(40)))
+        let noise: String = (0..4u64)
+            .map(|j| {
+                let x = (u64::from(gen) << 40 | u64::from(i) << 8 | j)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                format!("{:016x}", x ^ (x >> 29))
+            })
+            .collect();
+        b.put(format!("k{i:06}"), format!("v{gen}-{i}-{noise}"))
     })
     .expect("write");
     db.compact_range::<&[u8], _>(..).expect("compact");
