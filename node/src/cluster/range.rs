@@ -306,15 +306,9 @@ impl Range {
     }
 
     /// The vote this replica has persisted (what it answers a leader's confirmation with: see
-    /// [`crate::cluster::confirm`]). Blocks while a save holds the log's lock (across an
-    /// fsync): call it off the async workers.
-    pub fn persisted_vote(&self) -> Option<openraft::Vote<u64>> {
-        self.replica.log.saved_vote().ok().flatten()
-    }
-
-    /// [`Range::persisted_vote`] without waiting: `None` when the log's lock is held.
-    pub fn persisted_vote_now(&self) -> Option<Option<openraft::Vote<u64>>> {
-        self.replica.log.saved_vote_now().map(|r| r.ok().flatten())
+    /// [`crate::cluster::confirm`]).
+    pub async fn persisted_vote(&self) -> Option<openraft::Vote<u64>> {
+        self.replica.log.saved_vote().await.ok().flatten()
     }
 
     /// See [`Range::append_entries`].

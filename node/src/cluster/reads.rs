@@ -66,13 +66,13 @@ impl ReadIndex {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counts = Arc::new(Counts::default());
         let here = Here {
-            replica: replica.clone(),
+            replica,
             range,
             leases,
             confirmer,
             counts: counts.clone(),
         };
-        tokio::spawn(run(rx, replica, range, here));
+        tokio::spawn(run(rx, here));
         ReadIndex { tx, counts }
     }
 
@@ -116,7 +116,8 @@ struct Here {
     counts: Arc<Counts>,
 }
 
-async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, range: u64, here: Here) {
+async fn run(mut rx: mpsc::Receiver<Waiter>, here: Here) {
+    let (replica, range) = (&here.replica, here.range);
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(w) = rx.try_recv() {
@@ -139,9 +140,9 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, range: u64, 
                 }
                 Shared::Failed => {
                     here.counts.openraft.fetch_add(1, Ordering::Relaxed);
-                    confirm_here(&replica).await
+                    confirm_here(replica).await
                 }
-                Shared::NotLeading => confirm_here(&replica).await,
+                Shared::NotLeading => confirm_here(replica).await,
             },
         };
         let forwarded = match &local {
@@ -149,7 +150,7 @@ async fn run(mut rx: mpsc::Receiver<Waiter>, replica: Arc<Replica>, range: u64, 
                 leader: Some(leader),
                 ..
             }) if waiting.iter().any(|w| !w.local_only) => {
-                Some(ask_leader(&replica, &here.confirmer, range, leader).await)
+                Some(ask_leader(replica, &here.confirmer, range, leader).await)
             }
             _ => None,
         };
@@ -218,18 +219,7 @@ async fn confirm_shared(h: &Here) -> Shared {
         }
     };
     let still_mine = async {
-        // Under the log's lock, which a save holds across its fsync: off the async workers
-        // when it is held.
-        let persisted = match h.replica.log.saved_vote_now() {
-            Some(v) => v.ok().flatten(),
-            None => {
-                let log = h.replica.log.clone();
-                tokio::task::spawn_blocking(move || log.saved_vote().ok().flatten())
-                    .await
-                    .ok()
-                    .flatten()
-            }
-        };
+        let persisted = h.replica.log.saved_vote().await.ok().flatten();
         crate::cluster::confirm::answer(persisted, &leading.vote)
     };
     if h.confirmer.confirm(h.range, &leading, still_mine).await {

@@ -33,8 +33,8 @@ struct Item<Q, A> {
     reply: oneshot::Sender<A>,
 }
 
-/// A peer's queue, by its id and address (a peer that moved gets a new queue).
-type Queues<Q, A> = HashMap<(u64, String), mpsc::Sender<Item<Q, A>>>;
+/// Each peer's address and queue, by its id (a peer that moved gets a new queue).
+type Queues<Q, A> = HashMap<u64, (String, mpsc::Sender<Item<Q, A>>)>;
 
 /// One queue and one caller task per peer, for the calls to `/raft/<path>`: a `Vec<Q>` answered
 /// by a `Vec<A>` of the same length. Cheap to share.
@@ -45,8 +45,8 @@ pub struct PeerBatcher<Q, A> {
     /// The answer of every question of a call that failed, given why.
     failed: fn(&str) -> A,
     queues: Mutex<Queues<Q, A>>,
-    /// Peers that answered 404: they lack the route.
-    unsupported: Mutex<std::collections::HashSet<(u64, String)>>,
+    /// Peers that answered 404 at these addresses: they lack the route.
+    unsupported: Mutex<HashMap<u64, String>>,
 }
 
 impl<Q, A> PeerBatcher<Q, A>
@@ -66,7 +66,7 @@ where
             timeout,
             failed,
             queues: Mutex::new(HashMap::new()),
-            unsupported: Mutex::new(std::collections::HashSet::new()),
+            unsupported: Mutex::new(HashMap::new()),
         })
     }
 
@@ -89,20 +89,19 @@ where
         self.unsupported
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&(id, addr.to_string()))
+            .get(&id)
+            .is_some_and(|a| a == addr)
     }
 
     fn queue(self: &Arc<Self>, id: u64, addr: &str) -> mpsc::Sender<Item<Q, A>> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (id, addr.to_string());
-        if let Some(q) = queues.get(&key).filter(|q| !q.is_closed()) {
+        if let Some((_, q)) = queues.get(&id).filter(|(a, q)| a == addr && !q.is_closed()) {
             return q.clone();
         }
-        // The peer's queue at an address it left ends with its sender.
-        queues.retain(|(peer, _), _| *peer != id);
+        // Replaced, the queue of an address the peer left ends with its sender.
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(self.clone().run(id, addr.to_string(), rx));
-        queues.insert(key, tx.clone());
+        queues.insert(id, (addr.to_string(), tx.clone()));
         tx
     }
 
@@ -148,38 +147,36 @@ where
             range: raftlog::FIRST_RANGE,
             epoch: None,
         };
+        let answers = match self
+            .peers
+            .call::<_, Vec<A>>(to, self.path, &questions, self.timeout)
+            .await
         {
-            match self
-                .peers
-                .call::<_, Vec<A>>(to, self.path, &questions, self.timeout)
-                .await
-            {
-                Ok(answers) if answers.len() == batch.len() => {
-                    for (item, a) in batch.into_iter().zip(answers) {
-                        let _ = item.reply.send(a);
-                    }
+            Ok(answers) if answers.len() == batch.len() => Ok(answers),
+            Ok(answers) => Err(format!(
+                "node {id} answered {} of {} questions",
+                answers.len(),
+                batch.len()
+            )),
+            Err(e) => {
+                if matches!(e, CallError::Refused(404, _)) {
+                    self.unsupported
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, addr.to_string());
                 }
-                Ok(answers) => {
-                    let why = format!(
-                        "node {id} answered {} of {} questions",
-                        answers.len(),
-                        batch.len()
-                    );
-                    for item in batch {
-                        let _ = item.reply.send((self.failed)(&why));
-                    }
+                Err(format!("asking node {id}: {e}"))
+            }
+        };
+        match answers {
+            Ok(answers) => {
+                for (item, a) in batch.into_iter().zip(answers) {
+                    let _ = item.reply.send(a);
                 }
-                Err(e) => {
-                    if matches!(e, CallError::Refused(404, _)) {
-                        self.unsupported
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert((id, addr.to_string()));
-                    }
-                    let why = format!("asking node {id}: {e}");
-                    for item in batch {
-                        let _ = item.reply.send((self.failed)(&why));
-                    }
+            }
+            Err(why) => {
+                for item in batch {
+                    let _ = item.reply.send((self.failed)(&why));
                 }
             }
         }

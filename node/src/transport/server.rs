@@ -215,38 +215,18 @@ pub async fn confirm(
 ) -> Result<Response, ApiError> {
     let pairs: Vec<(u64, openraft::Vote<u64>)> = admit(&state, &headers, &body)?;
     at_most_a_batch(pairs.len())?;
-    // A replica that lost its data may have forgotten a vote it gave a newer leader: it
-    // vouches for no one.
-    let ranges: Vec<Option<Arc<Range>>> = pairs
-        .iter()
-        .map(|(id, _)| state.ranges.get(*id).filter(|r| !r.rejoining()))
-        .collect();
-    // Votes are read under each log's lock, which a save holds across its fsync: here when
-    // every lock is free, else off the async workers.
-    let now: Option<Vec<bool>> = pairs
-        .iter()
-        .zip(&ranges)
-        .map(|((_, vote), r)| match r {
-            Some(r) => r
-                .persisted_vote_now()
-                .map(|v| crate::cluster::confirm::answer(v, vote)),
-            None => Some(false),
-        })
-        .collect();
-    if let Some(answers) = now {
-        return Ok(reply(&answers));
+    let mut answers = Vec::with_capacity(pairs.len());
+    for (id, vote) in &pairs {
+        let yes = match state.ranges.get(*id) {
+            // A replica that lost its data may have forgotten a vote it gave a newer leader: it
+            // vouches for no one.
+            Some(r) if !r.rejoining() => {
+                crate::cluster::confirm::answer(r.persisted_vote().await, vote)
+            }
+            _ => false,
+        };
+        answers.push(yes);
     }
-    let answers = tokio::task::spawn_blocking(move || {
-        pairs
-            .iter()
-            .zip(ranges)
-            .map(|((_, vote), r)| {
-                r.is_some_and(|r| crate::cluster::confirm::answer(r.persisted_vote(), vote))
-            })
-            .collect::<Vec<bool>>()
-    })
-    .await
-    .map_err(|e| ApiError::unavailable(format!("reading the votes: {e}")))?;
     Ok(reply(&answers))
 }
 

@@ -138,36 +138,31 @@ impl LogStore {
         self.flusher.fail_syncs(on);
     }
 
-    /// The vote as last saved durably (what `read_vote` returns), without an async context. It
-    /// takes the log's lock, which a save holds across its fsync: call it off the async workers.
-    pub fn saved_vote(&self) -> StoreResult<Option<Vote<NodeId>>> {
-        let bytes = lock(&self.log, ErrorSubject::Vote)?.meta(MetaKind::Vote);
+    /// The vote as last saved durably (what `read_vote` returns). A save holds the log's lock
+    /// across its fsync: the read takes the lock at once when it is free, and otherwise waits
+    /// for it off the async workers, so that a caller asking for many groups' votes never
+    /// stalls a worker behind a disk.
+    pub async fn saved_vote(&self) -> StoreResult<Option<Vote<NodeId>>> {
+        let now = match self.log.try_lock() {
+            Ok(log) => Some(log.meta(MetaKind::Vote)),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            // `lock` reports the poisoning.
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                Some(lock(&self.log, ErrorSubject::Vote)?.meta(MetaKind::Vote))
+            }
+        };
+        let bytes = match now {
+            Some(bytes) => bytes,
+            None => {
+                off_worker(&self.log, ErrorSubject::Vote, |log| {
+                    Ok::<_, std::convert::Infallible>(log.meta(MetaKind::Vote))
+                })
+                .await?
+            }
+        };
         bytes
             .map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Vote, e)))
             .transpose()
-    }
-
-    /// [`saved_vote`](Self::saved_vote) if the log's lock is free now; `None` when it is held
-    /// (a save may be in its fsync): ask `saved_vote` off the async workers then.
-    pub fn saved_vote_now(&self) -> Option<StoreResult<Option<Vote<NodeId>>>> {
-        let log = match self.log.try_lock() {
-            Ok(l) => l,
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-            Err(std::sync::TryLockError::Poisoned(_)) => {
-                return Some(Err(StorageIOError::new(
-                    ErrorSubject::Vote,
-                    ErrorVerb::Read,
-                    AnyError::error("raft log mutex poisoned by a panic"),
-                )
-                .into()))
-            }
-        };
-        let bytes = log.meta(MetaKind::Vote);
-        Some(
-            bytes
-                .map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Vote, e)))
-                .transpose(),
-        )
     }
 
     /// Runs `f` on the underlying log (for stats and tests); the store's lock is held meanwhile.
@@ -388,10 +383,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
-        let bytes = lock(&self.log, ErrorSubject::Vote)?.meta(MetaKind::Vote);
-        bytes
-            .map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Vote, e)))
-            .transpose()
+        self.saved_vote().await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
